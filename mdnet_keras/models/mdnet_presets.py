@@ -1,0 +1,73 @@
+"""MDNet variants: named architecture configs, plain data.
+
+Each entry's `config` holds the architecture arguments of `MDNet`. The
+figures in the README's variant table come from `mdnet_keras.profile`.
+"""
+
+MDNET_VARIANTS = {
+    "mdnet": {
+        "description": (
+            "The paper size: 2.38M parameters at 32x32x3 with 100 classes. "
+            "Conv stages at 32x32 and 16x16, MDIFFormer stages (differential "
+            "attention over 64 and 16 tokens) at 8x8 and 4x4."
+        ),
+        "config": {
+            "stem_channels": 24,
+            "stage_channels": (24, 48, 128, 256),
+            "stage_depths": (1, 2, 3, 3),
+            "stage_types": ("conv", "conv", "mdiff", "mdiff"),
+            "num_heads": (0, 0, 4, 4),
+            "kernel_sizes": (3, 5, 7, 9),
+            "expansion_ratio": 4,
+            "mlp_ratio": 3,
+            "head_channels": 1024,
+        },
+    },
+    "mdnet_small": {
+        "description": (
+            "About 1M parameters: the paper's layout, narrower, for phones "
+            "and Coral-class devices."
+        ),
+        "config": {
+            "stem_channels": 16,
+            "stage_channels": (16, 32, 80, 160),
+            "stage_depths": (1, 2, 3, 3),
+            "stage_types": ("conv", "conv", "mdiff", "mdiff"),
+            "num_heads": (0, 0, 2, 4),
+            "kernel_sizes": (3, 5, 7, 9),
+            "expansion_ratio": 4,
+            "mlp_ratio": 3,
+            "head_channels": 640,
+        },
+    },
+    "mdnet_micro": {
+        "description": (
+            "For microcontrollers: under 600 KB of int8 weights and a "
+            "tensor arena under 256 KB at 32x32x3."
+        ),
+        "config": {
+            "stem_channels": 16,
+            "stage_channels": (16, 32, 64, 96),
+            "stage_depths": (1, 2, 2, 2),
+            "stage_types": ("conv", "conv", "mdiff", "mdiff"),
+            "num_heads": (0, 0, 2, 2),
+            "kernel_sizes": (3, 5, 7, 9),
+            "expansion_ratio": 3,
+            "mlp_ratio": 2,
+            "head_channels": 384,
+        },
+    },
+}
+
+# Trained weights shipped inside the package (weights only, no optimizer
+# state), by the name `MDNet(weights=...)` takes. Each entry records how
+# they were made.
+MDNET_WEIGHTS = {}
+
+
+def weights_path(name):
+    """The path of the shipped weights file `name`."""
+    from importlib import resources
+
+    entry = MDNET_WEIGHTS[name]
+    return str(resources.files("mdnet_keras.weights") / entry["file"])
