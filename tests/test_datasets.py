@@ -1,0 +1,313 @@
+"""Tests of mdnet_keras.data.datasets: every loader and every bad input."""
+
+import logging
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mdnet_keras.data import datasets
+from mdnet_keras.data.datasets import (
+    BadImageError,
+    DatasetNotFoundError,
+    load_dataset,
+    load_image,
+    to_channels,
+)
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+NEU = SHARED / "neu-surface-defects"
+CIFAR10_NPZ = SHARED / "cifar10.npz"
+
+
+def write_image(path, size=(12, 10), mode="RGB", value=0):
+    """Writes a small image whose pixels encode `value`; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels, mode).save(path)
+    return path
+
+
+def write_npz(path, **overrides):
+    """Writes a valid 3-class npz, with arrays replaced by `overrides`."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+        "y_train": np.array([[0], [1], [2], [0], [1], [2]]),
+        "x_test": rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+        "y_test": np.array([2, 1, 0]),
+        "label_names": np.array(["ok", "scratch", "dent"]),
+    }
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match=r"'imagenet'.*sample, cifar10"):
+        load_dataset("imagenet")
+
+
+def test_npz_loads_and_flattens_labels(tmp_path):
+    ds = load_dataset("npz", write_npz(tmp_path / "d.npz"))
+    assert ds.x_train.shape == (6, 8, 8, 3) and ds.x_train.dtype == np.uint8
+    assert ds.y_train.tolist() == [0, 1, 2, 0, 1, 2]
+    assert ds.y_train.dtype == np.int64
+    assert ds.class_names == ("ok", "scratch", "dent")
+    assert ds.name == "d" and ds.num_classes == 3
+
+
+@pytest.mark.parametrize("labels, bad", [([0, 1, 3], "[3]"),
+                                         ([0, -1, 2], "[-1]")])
+def test_npz_labels_out_of_range(tmp_path, labels, bad):
+    path = write_npz(tmp_path / "d.npz", y_test=np.array(labels))
+    with pytest.raises(ValueError, match=r"y_test.*\[0, 3\).*" + bad[1:-1]):
+        load_dataset("npz", path)
+
+
+def test_npz_mismatched_counts(tmp_path):
+    path = write_npz(tmp_path / "d.npz", y_train=np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match="x_train has 6 images but y_train "
+                                         "has 5 labels"):
+        load_dataset("npz", path)
+
+
+def test_npz_wrong_rank_and_missing_keys(tmp_path):
+    path = write_npz(tmp_path / "a.npz", x_test=np.zeros((3, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"x_test must have rank 4.*\(3, 8\)"):
+        load_dataset("npz", path)
+    path = write_npz(tmp_path / "b.npz", y_test=None)
+    with pytest.raises(ValueError, match=r"missing arrays \['y_test'\]"):
+        load_dataset("npz", path)
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_dataset("npz", tmp_path / "nope.npz")
+
+
+def test_npz_float_images_rejected(tmp_path):
+    path = write_npz(tmp_path / "d.npz",
+                     x_train=np.full((6, 8, 8, 3), 0.5, np.float32))
+    with pytest.raises(ValueError, match="uint8.*float32"):
+        load_dataset("npz", path)
+
+
+def test_grey_npz_given_three_channels_is_converted_and_logged(tmp_path,
+                                                               caplog):
+    grey = np.arange(6 * 64, dtype=np.uint8).reshape(6, 8, 8)
+    path = write_npz(tmp_path / "g.npz", x_train=grey,
+                     x_test=grey[:3, :, :, None])
+    with caplog.at_level(logging.WARNING, logger=datasets.__name__):
+        ds = load_dataset("npz", path, channels=3)
+    assert ds.x_train.shape == (6, 8, 8, 3)
+    np.testing.assert_array_equal(ds.x_train[..., 2], grey)
+    assert "converting 1-channel images to 3 channels" in caplog.text
+
+
+def test_to_channels_matches_pillow():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 9, 7, 3), np.uint8)
+    grey = to_channels(rgb, 1)
+    expected = [np.asarray(Image.fromarray(im).convert("L")) for im in rgb]
+    np.testing.assert_array_equal(grey[..., 0], np.stack(expected))
+    np.testing.assert_array_equal(to_channels(grey, 3), np.repeat(grey, 3, -1))
+    assert to_channels(rgb, None) is rgb
+    with pytest.raises(ValueError, match="4"):
+        to_channels(rgb, 4)
+
+
+def test_load_image_resizes_bilinear(tmp_path):
+    path = write_image(tmp_path / "a.png", size=(40, 30))
+    image = load_image(path, image_size=(15, 20), channels=3)
+    expected = Image.open(path).convert("RGB").resize(
+        (20, 15), Image.Resampling.BILINEAR)
+    assert datasets.RESIZE_METHOD == "bilinear"
+    np.testing.assert_array_equal(image, np.asarray(expected))
+    assert load_image(path, 8, channels=1).shape == (8, 8, 1)
+
+
+def make_split_folder(root):
+    """train/ and test/ with 2 classes, PNG and JPEG, grey and RGB, sizes."""
+    for i in range(3):
+        write_image(root / "train" / "good" / f"{i}.png", (20, 16), "L", i)
+        write_image(root / "train" / "bad" / f"{i}.JPG", (9, 11), "RGB", 9 + i)
+    write_image(root / "test" / "good" / "t.jpeg", (30, 30), "L", 20)
+    write_image(root / "test" / "bad" / "t.bmp", (8, 8), "RGB", 21)
+    (root / "train" / "good" / "notes.txt").write_text("not an image")
+
+
+def test_folder_train_test_layout(tmp_path):
+    make_split_folder(tmp_path)
+    ds = load_dataset("folder", tmp_path, image_size=16)
+    assert ds.class_names == ("bad", "good")
+    assert ds.x_train.shape == (6, 16, 16, 3) and ds.x_test.shape[0] == 2
+    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    good = ds.x_train[ds.y_train == 1]
+    np.testing.assert_array_equal(good[..., 0], good[..., 1])  # Grey -> RGB.
+    assert ds.name == tmp_path.name and ds.skipped_files == ()
+
+
+def test_folder_val_dir_and_one_channel(tmp_path):
+    make_split_folder(tmp_path)
+    (tmp_path / "test").rename(tmp_path / "val")
+    ds = load_dataset("folder", tmp_path, image_size=(6, 8), channels=1)
+    assert ds.x_train.shape == (6, 6, 8, 1) and ds.x_test.shape == (2, 6, 8, 1)
+
+
+def test_folder_plain_layout_seeded_stratified_split(tmp_path):
+    for k, c in enumerate("abc"):
+        for i in range(10):
+            write_image(tmp_path / c / f"{i}.png", (8, 8), "RGB", 10 * k + i)
+    ds = load_dataset("folder", tmp_path, validation_split=0.2, seed=1)
+    assert np.bincount(ds.y_test).tolist() == [2, 2, 2]
+    assert np.bincount(ds.y_train).tolist() == [8, 8, 8]
+    same = load_dataset("folder", tmp_path, validation_split=0.2, seed=1)
+    other = load_dataset("folder", tmp_path, validation_split=0.2, seed=2)
+    np.testing.assert_array_equal(ds.x_test, same.x_test)
+    assert not np.array_equal(ds.x_test, other.x_test)
+    test_keys = {x.tobytes() for x in ds.x_test}
+    assert not test_keys & {x.tobytes() for x in ds.x_train}
+
+
+def test_folder_sizes_differ_without_image_size(tmp_path):
+    make_split_folder(tmp_path)
+    with pytest.raises(ValueError, match="different sizes.*image_size"):
+        load_dataset("folder", tmp_path)
+
+
+def test_empty_folder_and_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="No class folders"):
+        load_dataset("folder", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="No image folder"):
+        load_dataset("folder", tmp_path / "missing")
+
+
+def test_class_folder_without_images(tmp_path):
+    write_image(tmp_path / "a" / "0.png")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "readme.txt").write_text("x")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'b'} has no images"):
+        load_dataset("folder", tmp_path)
+
+
+def test_truncated_jpeg_named_then_skipped(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "a" / f"{i}.jpg", (32, 32), "RGB", i)
+        write_image(tmp_path / "b" / f"{i}.png", (32, 32), "RGB", 10 + i)
+    bad = tmp_path / "a" / "2.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    (tmp_path / "b" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(BadImageError, match=r"2\.jpg.*skip_bad_files"):
+        load_dataset("folder", tmp_path)
+    with pytest.warns(UserWarning, match="Skipped 2 unreadable"):
+        ds = load_dataset("folder", tmp_path, skip_bad_files=True,
+                          validation_split=0.0)
+    assert sorted(pathlib.Path(p).name for p in ds.skipped_files) == [
+        "0.png", "2.jpg"]
+    assert len(ds.x_train) == 6 and len(ds.x_test) == 0
+
+
+def test_embedded_sample():
+    ds = load_dataset("sample")
+    assert ds.x_train.shape == (1000, 32, 32, 3)
+    assert ds.x_test.shape == (200, 32, 32, 3)
+    assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
+    assert np.bincount(ds.y_train).tolist() == [100] * 10
+    assert np.bincount(ds.y_test).tolist() == [20] * 10
+    assert ds.class_names[0] == "airplane" and ds.num_classes == 10
+    size = (pathlib.Path(datasets.__file__).parent / "sample" /
+            datasets.SAMPLE_FILE).stat().st_size
+    assert size <= 5 * 2**20
+
+
+def test_datasets_module_needs_no_tensorflow_or_keras():
+    code = ("import importlib.util, sys; "
+            f"s = importlib.util.spec_from_file_location('d', {datasets.__file__!r}); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+            "print(sorted({'tensorflow', 'keras', 'tensorflow_datasets'} "
+            "& set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not NEU.is_dir(), reason=f"{NEU} absent (../shared)")
+def test_neu_surface_defects_folder():
+    ds = load_dataset("folder", NEU, image_size=64)
+    assert ds.num_classes == 6 and ds.class_names[0] == "crazing"
+    assert ds.x_train.shape == (1440, 64, 64, 3)
+    assert ds.x_test.shape == (360, 64, 64, 3)
+    assert np.bincount(ds.y_train).tolist() == [240] * 6
+
+
+@pytest.mark.skipif(not CIFAR10_NPZ.is_file(), reason="../shared absent")
+def test_cifar10_from_npz():
+    ds = load_dataset("cifar10", CIFAR10_NPZ)
+    assert ds.x_train.shape == (50000, 32, 32, 3)
+    assert ds.x_test.shape == (10000, 32, 32, 3)
+    assert ds.class_names[-1] == "truck" and ds.name == "cifar10"
+    means = ds.x_train.reshape(-1, 3).mean(0) / 255
+    np.testing.assert_allclose(means, [0.4913, 0.4821, 0.4465], atol=1e-4)
+
+
+def test_cifar100_through_tfds_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):
+        ds = load_dataset("cifar100", data_dir=str(tmp_path))
+    assert ds.x_train.shape == (12, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (12, 32, 32, 3)
+    assert ds.num_classes == 100 and ds.y_train.max() < 100
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Records (and refuses) every attempt to resolve or connect."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_cifar_offline_fails_fast_with_instructions(tmp_path, monkeypatch,
+                                                    no_network):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cifar100", data_dir=str(tmp_path / "tfds"))
+    assert time.perf_counter() - start < 20
+    message = str(info.value)
+    for needle in ("tensorflow_datasets.load: AssertionError",
+                   "data_dir=DIR", "cifar-100-python.tar.gz",
+                   str(tmp_path / "keras" / "datasets" /
+                       "cifar-100-python-target_archive"),
+                   "x_train, y_train, x_test, y_test", "'folder'"):
+        assert needle in message
+    assert isinstance(info.value, FileNotFoundError)
+    assert no_network == []
+
+
+def test_keras_fallback_runs_when_archive_is_cached(tmp_path, monkeypatch,
+                                                    no_network):
+    keras = pytest.importorskip("keras")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    archive = pathlib.Path(datasets.keras_archive_path("cifar10"))
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    y = np.array([[0], [9], [3], [3]], np.uint8)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data",
+                        lambda: ((x, y), (x[:2], y[:2])))
+    ds = load_dataset("cifar10", data_dir=str(tmp_path / "tfds"))
+    assert ds.y_train.tolist() == [0, 9, 3, 3] and ds.class_names[9] == "truck"
+    assert os.path.dirname(archive) == datasets.keras_cache_dir()
