@@ -41,9 +41,10 @@ logger = logging.getLogger(__name__)
 DATASET_NAMES = ("sample", "cifar10", "cifar100", "npz", "folder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # Pillow's bilinear filter. When it shrinks an image it widens the triangle
-# filter by the scale factor (an antialiased, area-aware bilinear), which is
-# what `tf.image.resize(..., "bilinear", antialias=True)` computes; it is not
-# the 4-tap bilinear of `tf.image.resize(antialias=False)`.
+# filter by the scale factor (antialiased). Measured on a 200x200 NEU image:
+# `tf.image.resize(..., "bilinear", antialias=True)` agrees within 1 grey level
+# at 64, 224 and 300 pixels; `antialias=False` differs by up to 37 levels when
+# shrinking to 64. Other implementations must shrink with antialiasing too.
 RESIZE_METHOD = "bilinear"
 SAMPLE_FILE = "cifar10_sample.npz"
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
