@@ -211,11 +211,14 @@ def resolve_architecture(variant, overrides):
 def normalization(channels):
     mean = RGB_MEAN if channels == 3 else (sum(RGB_MEAN) / 3,)
     std = RGB_STD if channels == 3 else (sum(RGB_STD) / 3,)
-    return keras.layers.Rescaling(
+    layer = keras.layers.Rescaling(
         scale=[1.0 / (255.0 * s) for s in std],
         offset=[-m / s for m, s in zip(mean, std)],
         name="normalization",
     )
+    # Without this spec, grey images would silently broadcast to RGB.
+    layer.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+    return layer
 
 
 def MDNet(
@@ -368,8 +371,13 @@ def MDNet(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if dropout_rate > 0:
             x = keras.layers.Dropout(dropout_rate, name="top_dropout")(x)
+        # float32 so that softmax and the loss stay exact under mixed
+        # precision.
         x = keras.layers.Dense(
-            num_classes, activation=classifier_activation, name="predictions"
+            num_classes,
+            activation=classifier_activation,
+            dtype="float32",
+            name="predictions",
         )(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)

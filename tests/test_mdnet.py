@@ -1,0 +1,205 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import mdnet_keras
+from mdnet_keras import MDNet
+from mdnet_keras.layers import DifferentialAttention
+from mdnet_keras.layers import StandardAttention
+
+TINY = dict(
+    variant="mdnet_micro",
+    stem_channels=8,
+    stage_channels=(8, 16, 16, 32),
+    stage_depths=(1, 1, 2, 2),
+    head_channels=32,
+    expansion_ratio=2,
+)
+
+
+def images(n, shape=(32, 32, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "input_shape", [(32, 32, 3), (48, 40, 3), (64, 64, 1), (33, 35, 1)]
+)
+def test_output_shapes(input_shape):
+    model = MDNet(input_shape=input_shape, num_classes=7, **TINY)
+    assert model.predict(images(2, input_shape), verbose=0).shape == (2, 7)
+
+
+def test_feature_extractor_and_pooling():
+    features = MDNet(include_top=False, **TINY)
+    assert features.output.shape == (None, 4, 4, 32)
+    pooled = MDNet(include_top=False, pooling="max", **TINY)
+    assert pooled.output.shape == (None, 32)
+
+
+def test_paper_variant_has_2_38m_parameters():
+    model = MDNet()
+    assert model.name == "mdnet"
+    assert abs(model.count_params() / 2.38e6 - 1) < 0.02
+
+
+def test_variants_are_ordered_and_micro_fits_600kb_of_int8_weights():
+    params = {v: MDNet(variant=v, num_classes=10).count_params()
+              for v in mdnet_keras.MDNET_VARIANTS}
+    assert params["mdnet_micro"] < params["mdnet_small"] < params["mdnet"]
+    assert params["mdnet_micro"] <= 600_000
+
+
+def test_attention_kind_swaps_layer_and_keeps_parameters_within_one_percent():
+    differential = MDNet(num_classes=10)
+    standard = MDNet(num_classes=10, attention="standard")
+    kinds = lambda m: {type(l) for l in m.layers}  # noqa: E731
+    assert DifferentialAttention in kinds(differential)
+    assert StandardAttention in kinds(standard)
+    assert DifferentialAttention not in kinds(standard)
+    ratio = differential.count_params() / standard.count_params()
+    assert 1 <= ratio < 1.01
+
+
+def test_lambda_init_follows_block_depth():
+    model = MDNet(**TINY)
+    attention = [l for l in model.layers if isinstance(l, DifferentialAttention)]
+    assert [l.depth for l in attention] == [3, 5]
+
+
+def test_normalises_raw_pixels_inside():
+    model = MDNet(**TINY)
+    normalised = keras.Model(model.input, model.get_layer("normalization").output)
+    x = np.full((1, 32, 32, 3), 255.0 * 0.4914, "float32")
+    assert abs(float(normalised(x)[0, 0, 0, 0])) < 1e-3
+
+
+def test_drop_path_rate_rises_linearly():
+    model = MDNet(drop_path_rate=0.3, **TINY)
+    rates = [l.rate for l in model.layers if l.name.endswith("drop_path")]
+    assert rates == sorted(rates) and max(rates) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_shape": (32, 32)}, r"\(height, width, channels\).*\(32, 32\)"),
+        ({"input_shape": (32, 32, 4)}, r"1 \(grey\) or 3 \(RGB\).*4 channels"),
+        ({"input_shape": (16, 32, 3)}, r"at least 32x32.*\(16, 32, 3\)"),
+        ({"input_shape": (None, None, 3)}, "static height and width"),
+        ({"variant": "mdnet_huge"}, "Unknown MDNet variant 'mdnet_huge'"),
+        ({"stage_channels": (24, 48, 128, 250)}, "Cannot split 250 channels into 4"),
+        ({"stage_depths": (1, 2)}, "one entry per stage"),
+        ({"attention": "linear"}, "Received: linear"),
+        ({"pooling": "mean", "include_top": False}, "Received: mean"),
+        ({"weights": "no/such/file.keras"}, "no/such/file.keras"),
+    ],
+)
+def test_bad_arguments_name_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MDNet(**kwargs)
+
+
+def test_wrong_input_rank_or_channels_at_call_time():
+    model = MDNet(**TINY)
+    with pytest.raises(ValueError, match=r"Expected shape \(None, 32, 32, 3\).*\(1, 32, 32\)"):
+        model.predict(np.zeros((1, 32, 32), "float32"), verbose=0)
+    with pytest.raises(ValueError, match="axis -1 of input shape to have value 3"):
+        model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
+
+
+def test_keras_save_load_gives_identical_predictions(tmp_path):
+    model = MDNet(num_classes=5, **TINY)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    x = images(3)
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), restored.predict(x, verbose=0)
+    )
+
+
+def test_weights_from_keras_file_with_another_head(tmp_path):
+    source = MDNet(num_classes=10, **TINY)
+    source.save(tmp_path / "source.keras")
+    target = MDNet(num_classes=3, weights=tmp_path / "source.keras", **TINY)
+    np.testing.assert_array_equal(
+        target.get_layer("stage4_block1_attention").get_weights()[0],
+        source.get_layer("stage4_block1_attention").get_weights()[0],
+    )
+    features = MDNet(include_top=False, weights=str(tmp_path / "source.keras"), **TINY)
+    x = images(1)
+    expected = keras.Model(source.input, source.get_layer("head_act").output)(x)
+    np.testing.assert_allclose(features(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_weights_h5_round_trip_and_mismatch(tmp_path):
+    source = MDNet(num_classes=4, **TINY)
+    source.save_weights(tmp_path / "w.weights.h5")
+    target = MDNet(num_classes=4, weights=str(tmp_path / "w.weights.h5"), **TINY)
+    x = images(2)
+    np.testing.assert_array_equal(source.predict(x, verbose=0), target.predict(x, verbose=0))
+    (tmp_path / "w.txt").write_text("")
+    with pytest.raises(ValueError, match=r"must end in .keras or .weights.h5"):
+        MDNet(num_classes=4, weights=str(tmp_path / "w.txt"), **TINY)
+
+
+def test_unrelated_keras_file_is_refused(tmp_path):
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="foo")])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="different architecture"):
+        MDNet(weights=str(tmp_path / "other.keras"), **TINY)
+
+
+def test_mixed_precision_training_step():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = MDNet(num_classes=4, **TINY)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        history = model.fit(images(8), np.arange(8) % 4, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        assert model.get_layer("stage3_block1_attention").compute_dtype == "bfloat16"
+        assert model.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+JAX_SCRIPT = """
+import os, sys, numpy as np, keras
+assert keras.backend.backend() == "jax"
+import mdnet_keras
+kwargs = {kwargs}
+model = mdnet_keras.MDNet(num_classes=5, **kwargs)
+model.load_weights(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+model.compile("adamw", keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+x = np.load(sys.argv[2]); y = np.eye(5)[np.arange(len(x)) % 5]
+loss = model.fit(x, y, epochs=1, batch_size=4, verbose=0).history["loss"][0]
+assert np.isfinite(loss), loss
+print("jax fit loss", loss)
+"""
+
+
+def test_same_outputs_under_jax_and_one_fit_step(tmp_path):
+    pytest.importorskip("jax")
+    model = MDNet(num_classes=5, **TINY)
+    model.save_weights(tmp_path / "w.weights.h5")
+    x = images(4)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "run_jax.py"
+    script.write_text(JAX_SCRIPT.format(kwargs=repr(TINY)))
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "w.weights.h5"),
+         str(tmp_path / "x.npy"), str(tmp_path / "jax.npy")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "jax.npy"), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )

@@ -1,0 +1,81 @@
+import keras
+import numpy as np
+import pytest
+
+from mdnet_keras.layers import MultiScaleChannelConv
+
+
+def impulse(channels, size=15):
+    x = np.zeros((1, size, size, channels), "float32")
+    x[0, size // 2, size // 2, :] = 1.0
+    return x
+
+
+def test_each_group_sees_exactly_its_own_kernel_size():
+    layer = MultiScaleChannelConv(
+        kernel_sizes=(3, 5, 7, 9), kernel_initializer="ones"
+    )
+    out = keras.ops.convert_to_numpy(layer(impulse(8)))[0]
+    footprints = [int(np.count_nonzero(out[..., c])) for c in range(8)]
+    assert footprints == [9, 9, 25, 25, 49, 49, 81, 81]
+    for channel, size in zip(range(0, 8, 2), (3, 5, 7, 9)):
+        rows = np.nonzero(out[..., channel].any(axis=1))[0]
+        assert rows.max() - rows.min() + 1 == size
+
+
+def test_explicit_channel_split():
+    layer = MultiScaleChannelConv((3, 5), channel_split=(6, 2))
+    layer.build((None, 8, 8, 8))
+    assert [tuple(k.shape) for k in layer.kernels] == [(3, 3, 6, 1), (5, 5, 2, 1)]
+
+
+def test_single_kernel_equals_depthwise_conv2d():
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 6)).astype("float32")
+    layer = MultiScaleChannelConv(kernel_sizes=(5,), strides=2, use_bias=True)
+    reference = keras.layers.DepthwiseConv2D(5, strides=2, padding="same")
+    layer.build(x.shape)
+    reference.build(x.shape)
+    rng = np.random.default_rng(1)
+    layer.kernels[0].assign(rng.normal(size=(5, 5, 6, 1)))
+    layer.bias.assign(rng.normal(size=(6,)))
+    reference.set_weights([layer.kernels[0].numpy(), layer.bias.numpy()])
+    np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_output_shape_and_macs_with_stride():
+    layer = MultiScaleChannelConv((3, 5, 7, 9), strides=2)
+    out = layer(np.zeros((1, 16, 16, 32), "float32"))
+    assert out.shape == (1, 8, 8, 32)
+    assert layer.compute_output_shape((None, 16, 16, 32)) == (None, 8, 8, 32)
+    assert layer.count_macs((16, 16, 32)) == 64 * 8 * (9 + 25 + 49 + 81)
+
+
+def test_indivisible_channels_name_the_values():
+    layer = MultiScaleChannelConv((3, 5, 7, 9))
+    with pytest.raises(ValueError, match="Cannot split 10 channels into 4"):
+        layer(np.zeros((1, 8, 8, 10), "float32"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kernel_sizes": (3, 4)}, "odd positive"),
+        ({"kernel_sizes": ()}, "non-empty"),
+        ({"kernel_sizes": (3, 5), "channel_split": (4,)}, "one entry per"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiScaleChannelConv(**kwargs)
+
+
+def test_split_must_sum_to_channels():
+    layer = MultiScaleChannelConv((3, 5), channel_split=(4, 3))
+    with pytest.raises(ValueError, match="sum to the input channels \\(8\\)"):
+        layer(np.zeros((1, 8, 8, 8), "float32"))
+
+
+def test_config_round_trip():
+    layer = MultiScaleChannelConv((3, 7), channel_split=(2, 6), strides=2)
+    clone = MultiScaleChannelConv.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
