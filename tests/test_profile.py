@@ -89,3 +89,14 @@ def test_profile_command(tmp_path):
     import json
 
     assert json.loads(out.read_text())["total"]["params"] == MDNet(variant="mdnet_micro").count_params()
+
+
+def test_profile_command_markdown_table():
+    result = subprocess.run(
+        [sys.executable, "-m", "mdnet_keras", "profile", "--markdown"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [l for l in result.stdout.splitlines() if l.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["mdnet", "mdnet_small", "mdnet_micro"]
+    assert "| 2,377,900 |" in rows[0]

@@ -14,20 +14,57 @@ flags.DEFINE_enum(
     "attention", "differential", ["differential", "standard"], "Attention kind."
 )
 flags.DEFINE_string("json", None, "Also write the report to this JSON file.")
+flags.DEFINE_boolean(
+    "markdown",
+    False,
+    "Print a Markdown table of every variant (the README's table) instead.",
+)
+
+
+def build(variant):
+    from mdnet_keras.models import MDNet
+
+    return MDNet(
+        input_shape=tuple(int(d) for d in FLAGS.input_shape),
+        num_classes=FLAGS.num_classes,
+        variant=variant,
+        attention=FLAGS.attention,
+    )
+
+
+def variant_table():
+    """A Markdown table of params, MACs and peak activations per variant."""
+    from mdnet_keras.profile import profile
+
+    shape = "x".join(FLAGS.input_shape)
+    lines = [
+        f"Measured at {shape} with {FLAGS.num_classes} classes "
+        "(`python -m mdnet_keras profile --markdown`).",
+        "",
+        "| variant | params | MMACs | peak activations, float32 / int8 KiB "
+        "| use |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for variant in MDNET_VARIANTS:
+        total = profile(build(variant))["total"]
+        lines.append(
+            f"| `{variant}` | {total['params']:,} | {total['macs'] / 1e6:.1f} | "
+            f"{total['peak_activation_bytes_float32'] / 1024:.0f} / "
+            f"{total['peak_activation_bytes_int8'] / 1024:.0f} | "
+            f"{MDNET_VARIANTS[variant]['description']} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv):
     del argv
-    from mdnet_keras.models import MDNet
     from mdnet_keras.profile import format_profile
     from mdnet_keras.profile import profile
 
-    model = MDNet(
-        input_shape=tuple(int(d) for d in FLAGS.input_shape),
-        num_classes=FLAGS.num_classes,
-        variant=FLAGS.model,
-        attention=FLAGS.attention,
-    )
+    if FLAGS.markdown:
+        print(variant_table())
+        return
+    model = build(FLAGS.model)
     report = profile(model)
     print(format_profile(report, f"{FLAGS.model} {tuple(model.input.shape[1:])}"))
     if FLAGS.json:
