@@ -70,7 +70,7 @@ class DifferentialAttention(SelfAttentionBase):
     Example:
 
     >>> layer = DifferentialAttention(num_heads=2, depth=3)
-    >>> layer(np.zeros((1, 64, 32))).shape
+    >>> tuple(layer(np.zeros((1, 64, 32))).shape)
     (1, 64, 32)
     """
 

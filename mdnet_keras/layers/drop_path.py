@@ -27,7 +27,7 @@ class DropPath(keras.layers.Layer):
 
     Example:
 
-    >>> DropPath(0.1)(np.ones((2, 4, 4, 8)), training=False).shape
+    >>> tuple(DropPath(0.1)(np.ones((2, 4, 4, 8)), training=False).shape)
     (2, 4, 4, 8)
     """
 

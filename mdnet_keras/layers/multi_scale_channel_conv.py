@@ -64,7 +64,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
     Example:
 
     >>> layer = MultiScaleChannelConv(kernel_sizes=(3, 5, 7, 9))
-    >>> layer(np.zeros((1, 16, 16, 32))).shape
+    >>> tuple(layer(np.zeros((1, 16, 16, 32))).shape)
     (1, 16, 16, 32)
     """
 

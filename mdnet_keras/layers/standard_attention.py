@@ -37,7 +37,7 @@ class StandardAttention(SelfAttentionBase):
     Example:
 
     >>> layer = StandardAttention(num_heads=2)
-    >>> layer(np.zeros((1, 64, 32))).shape
+    >>> tuple(layer(np.zeros((1, 64, 32))).shape)
     (1, 64, 32)
     """
 

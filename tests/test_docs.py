@@ -1,0 +1,34 @@
+"""The README's Python example and the docstring examples run as written."""
+
+import doctest
+import importlib
+import re
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+DOCSTRING_MODULES = [
+    "mdnet_keras.layers.multi_scale_channel_conv",
+    "mdnet_keras.layers.differential_attention",
+    "mdnet_keras.layers.standard_attention",
+    "mdnet_keras.layers.drop_path",
+    "mdnet_keras.models.mdnet",
+    "mdnet_keras.profile",
+]
+
+
+@pytest.mark.parametrize("name", DOCSTRING_MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, extraglobs={"np": np}, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_readme_python_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    exec(compile(blocks[0], "README.md", "exec"), {})
