@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -591,10 +592,20 @@ def best_so_far(out, rows):
     return max(values) if values else None
 
 
+def module_available(name):
+    """Whether `import name` can work, without importing it."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def tensorboard_callback(log_dir):
     """`keras.callbacks.TensorBoard`, or None (with a line) without TF."""
     missing = [name for name in ("tensorflow", "tensorboard")
-               if importlib.util.find_spec(name) is None]
+               if not module_available(name)]
     if missing:
         print(f"No TensorBoard logs: {' and '.join(missing)} not installed "
               "(the callback writes through tf.summary).")
