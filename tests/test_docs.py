@@ -14,6 +14,7 @@ DOCSTRING_MODULES = [
     "mdnet_keras.layers.differential_attention",
     "mdnet_keras.layers.standard_attention",
     "mdnet_keras.layers.drop_path",
+    "mdnet_keras.layers.pixel_normalization",
     "mdnet_keras.models.mdnet",
     "mdnet_keras.profile",
 ]

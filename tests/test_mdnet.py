@@ -109,7 +109,7 @@ def test_wrong_input_rank_or_channels_at_call_time():
     model = MDNet(**TINY)
     with pytest.raises(ValueError, match=r"Expected shape \(None, 32, 32, 3\).*\(1, 32, 32\)"):
         model.predict(np.zeros((1, 32, 32), "float32"), verbose=0)
-    with pytest.raises(ValueError, match="axis -1 of input shape to have value 3"):
+    with pytest.raises(ValueError, match="axis -1 of input shape to have value 3.*\\(1, 32, 32, 1\\)"):
         model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
 
 
@@ -170,7 +170,10 @@ def test_mixed_precision_training_step():
 
 
 JAX_SCRIPT = """
-import os, sys, numpy as np, keras
+import os, sys
+# The GPU machines have JAX but no TensorFlow: fail on any TF import.
+sys.modules["tensorflow"] = None
+import numpy as np, keras
 assert keras.backend.backend() == "jax"
 import mdnet_keras
 kwargs = {kwargs}

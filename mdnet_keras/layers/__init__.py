@@ -1,4 +1,5 @@
 from mdnet_keras.layers.differential_attention import DifferentialAttention
 from mdnet_keras.layers.drop_path import DropPath
 from mdnet_keras.layers.multi_scale_channel_conv import MultiScaleChannelConv
+from mdnet_keras.layers.pixel_normalization import PixelNormalization
 from mdnet_keras.layers.standard_attention import StandardAttention

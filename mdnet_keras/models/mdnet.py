@@ -8,6 +8,7 @@ import keras
 from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers import DropPath
 from mdnet_keras.layers import MultiScaleChannelConv
+from mdnet_keras.layers import PixelNormalization
 from mdnet_keras.layers import StandardAttention
 from mdnet_keras.models.mdnet_presets import MDNET_VARIANTS
 from mdnet_keras.models.mdnet_presets import MDNET_WEIGHTS
@@ -211,14 +212,7 @@ def resolve_architecture(variant, overrides):
 def normalization(channels):
     mean = RGB_MEAN if channels == 3 else (sum(RGB_MEAN) / 3,)
     std = RGB_STD if channels == 3 else (sum(RGB_STD) / 3,)
-    layer = keras.layers.Rescaling(
-        scale=[1.0 / (255.0 * s) for s in std],
-        offset=[-m / s for m, s in zip(mean, std)],
-        name="normalization",
-    )
-    # Without this spec, grey images would silently broadcast to RGB.
-    layer.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
-    return layer
+    return PixelNormalization(mean, std, name="normalization")
 
 
 def MDNet(
