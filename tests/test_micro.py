@@ -1,0 +1,115 @@
+"""TFLite Micro (mdnet_keras.export.micro): the real TFLM interpreter, the
+smallest arena, the C array and the C++ template. Skipped where the
+`tflite-micro` wheel (Linux only) cannot be imported."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+try:
+    import tflite_micro  # noqa: F401
+    from tflite_micro import runtime  # noqa: F401
+    TFLM_ERROR = None
+except Exception as e:  # ImportError, or a broken native module
+    TFLM_ERROR = f"{type(e).__name__}: {e}"
+
+pytestmark = pytest.mark.skipif(
+    TFLM_ERROR is not None,
+    reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")
+
+from test_tflite import cifar  # noqa: E402
+from test_tflite import converted  # noqa: E402
+
+
+def test_tflm_matches_litert_on_toy():
+    from mdnet_keras.export import micro
+
+    data = converted("toy", "int8")
+    xt = cifar()[2][:100]
+    cmp = micro.compare_with_litert(data, xt, lsb_tolerance=2)
+    # Shallow model (~15 ops): the runtimes round requantizations differently
+    # (1 LSB from the first ADD on); measured on 100 images: max 4 LSB, 3
+    # images over 2 LSB, 97% argmax agreement (flips are near-ties).
+    assert cmp["max_lsb_diff"] <= 8, cmp
+    assert cmp["num_over_tolerance"] <= 10, cmp
+    assert cmp["argmax_agreement"] >= 0.94, cmp
+
+
+def test_tflm_runs_mdnet_micro_and_agrees_with_litert():
+    """SLOW (shares the mdnet_micro fixture): the real model in real TFLM."""
+    from mdnet_keras.export import micro
+
+    data = converted("mdnet", "int8")
+    xt = cifar()[2][:100]
+    cmp = micro.compare_with_litert(data, xt)
+    print(cmp)
+    # ~140 int8 ops: 1-LSB requantization differences compound (measured up
+    # to ~25 LSB on the output); what must hold is the decision.
+    assert cmp["argmax_agreement"] >= 0.9, cmp
+
+
+def test_arena_is_smallest_that_allocates_and_fits_budget():
+    from mdnet_keras.export import micro
+
+    data = converted("mdnet", "int8")
+    arena = micro.find_min_arena(data)
+    assert micro.allocates(data, arena)
+    assert not micro.allocates(data, arena - 1)
+    # The micro variant must fit a 256 KiB arena at 32x32x3.
+    assert arena <= 256 * 1024, arena
+    report = micro.check_targets(len(data), arena, flash_kb=1024, ram_kb=256)
+    assert report["ok"], report
+    tight = micro.check_targets(len(data), arena, flash_kb=1, ram_kb=1)
+    assert not tight["ok"] and len(tight["problems"]) == 2
+    # print_allocations() reports the same total on C-level stderr.
+    text = micro.arena_breakdown(data, arena)
+    assert f"Arena allocation total {arena} bytes" in text
+
+
+def test_c_array_round_trips(tmp_path):
+    from mdnet_keras.export import micro
+
+    data = converted("toy", "int8")
+    cc, h = micro.write_c_array(data, tmp_path)
+    assert micro.read_c_array(cc) == data
+    assert "alignas(16)" in open(cc).read()
+    assert "extern const unsigned char g_mdnet_model_data[];" in open(h).read()
+    text = open(cc).read().replace(f"= {len(data)};", f"= {len(data) + 1};")
+    (tmp_path / "bad.cc").write_text(text)
+    with pytest.raises(ValueError, match="declares"):
+        micro.read_c_array(tmp_path / "bad.cc")
+
+
+def test_template_lists_exactly_the_model_ops_and_arena(tmp_path):
+    from mdnet_keras.export import micro
+
+    data = converted("mdnet", "int8")
+    arena = micro.find_min_arena(data)
+    names = cifar()[4]
+    micro.render_template(data, tmp_path, arena, names, arena_margin=4096)
+    parsed = micro.parse_template(tmp_path)
+    ops = micro.model_ops(data)
+    assert parsed["ops"] == [micro.resolver_method(op) for op in ops]
+    assert len(set(parsed["ops"])) == len(parsed["ops"]) == parsed["num_ops"]
+    assert parsed["arena"] == arena and parsed["margin"] == 4096
+    assert (parsed["rows"], parsed["cols"], parsed["channels"]) == (32, 32, 3)
+    assert parsed["categories"] == 10 and parsed["labels"] == list(names)
+    assert micro.read_c_array(tmp_path / "model_data.cc") == data
+    for f in micro.TEMPLATE_FILES:
+        assert (tmp_path / f).is_file()
+
+
+def test_resolver_method_names():
+    from mdnet_keras.export import micro
+
+    assert micro.resolver_method("CONV_2D") == "AddConv2D"
+    assert micro.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
+    assert micro.resolver_method("BATCH_MATMUL") == "AddBatchMatMul"
+    assert micro.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
+    assert micro.resolver_method("SPLIT_V") == "AddSplitV"
+    assert micro.resolver_method("STRIDED_SLICE") == "AddStridedSlice"
+    with pytest.raises(ValueError):
+        micro.resolver_method("CUSTOM:Foo")
