@@ -496,6 +496,31 @@ class ResumeSync(keras.callbacks.Callback):
                   f"(best {MONITOR} so far: {best}).")
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Puts every `SeedGenerator` of the model on a per-epoch state.
+
+    Dropout and DropPath draw from seed generators whose state is not in
+    the saved weights; resetting them to `[seed, epoch * 2**20]` at each
+    epoch start makes an epoch's randomness the same whether the run was
+    resumed or not.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for generator in seed_generators(self.model):
+            state = keras.ops.convert_to_numpy(generator.state)
+            value = np.array([state[0], (epoch * 2**20) % 2**31],
+                             dtype=state.dtype)
+            generator.state.assign(value)
+
+
+def seed_generators(model):
+    found = {}
+    for layer in model._flatten_layers(include_self=True):
+        for generator in getattr(layer, "_seed_generators", []):
+            found[id(generator)] = generator
+    return list(found.values())
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the learning rate at the end of each epoch to the logs."""
 
@@ -856,6 +881,7 @@ def make_callbacks(out, train_data, phase_start, backup_name):
         guard,
         backup,
         ResumeSync(out, train_data, best, phase_start),
+        EpochSeeds(),
         LearningRateLogger(),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
                                   append=True),
