@@ -1,0 +1,1 @@
+"""Benchmarks of MDNet against baselines (see run.py)."""
