@@ -286,9 +286,7 @@ def test_resume_after_sigkill_mid_epoch(resumed_runs, small_npz):
     best_after = json.loads(
         (resumed_runs["killed"] / "best.json").read_text())[run.MONITOR]
     assert best_after >= best_before
-    from mdnet_keras.cli.evaluate import evaluate_keras_model
-
-    report = evaluate_keras_model(str(resumed_runs["killed"] / "best.keras"),
+    report = evaluation.evaluate_keras_model(str(resumed_runs["killed"] / "best.keras"),
                                   "npz", data=small_npz)
     assert report["top1"] >= best_before - 1e-6
     assert report["top1"] == pytest.approx(best_after, abs=1e-6)

@@ -64,65 +64,6 @@ for _name in ("tflite", "limit", "json_out"):
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[_name])
 
 
-def evaluate_keras_model(model_path, dataset, data=None, split="test",
-                         batch_size=128, out=None, data_dir=None,
-                         download=False, validation_split=0.1, seed=0,
-                         skip_bad_files=False):
-    """Evaluates a `.keras` classifier; writes and returns the report.
-
-    Args:
-        model_path: path of the `.keras` model.
-        dataset, data, data_dir, download, validation_split, seed,
-            skip_bad_files: as `mdnet_keras.data.load_dataset` takes them.
-        split: "test" or "train".
-        batch_size: int, images per predict batch.
-        out: folder for `metrics.json` and `confusion_matrix.png`; None for
-            `eval-<dataset>-<split>` beside the model.
-
-    Returns:
-        The `classification_report` dict, with `model`, `dataset`, `split`
-        and `out` added.
-    """
-    import keras
-    import numpy as np
-
-    import mdnet_keras  # noqa: F401  (registers the custom layers)
-    from mdnet_keras.data import load_dataset
-    from mdnet_keras.training import evaluation
-
-    if not os.path.isfile(model_path) or not model_path.endswith(".keras"):
-        raise ValueError(f"--model must be an existing .keras file. "
-                         f"Received: {model_path!r}")
-    model = keras.saving.load_model(model_path, compile=False)
-    _, height, width, channels = model.input_shape
-    data_set = load_dataset(dataset, data=data, image_size=(height, width),
-                            channels=channels, data_dir=data_dir,
-                            download=download,
-                            validation_split=validation_split, seed=seed,
-                            skip_bad_files=skip_bad_files)
-    x, y = ((data_set.x_test, data_set.y_test) if split == "test"
-            else (data_set.x_train, data_set.y_train))
-    num_outputs = model.output_shape[-1]
-    if num_outputs != data_set.num_classes:
-        raise ValueError(
-            f"{model_path} has {num_outputs} outputs but {data_set.name} has "
-            f"{data_set.num_classes} classes.")
-    probs = model.predict(x.astype(np.float32), batch_size=batch_size,
-                          verbose=0)
-    report = evaluation.classification_report(y, probs, data_set.class_names)
-    if out is None:
-        out = os.path.join(os.path.dirname(os.path.abspath(model_path)),
-                           f"eval-{dataset}-{split}")
-    os.makedirs(out, exist_ok=True)
-    report.update({"model": model_path, "dataset": data_set.name,
-                   "split": split, "out": out})
-    evaluation.write_json(os.path.join(out, "metrics.json"), report)
-    evaluation.plot_confusion_matrix(report["confusion_matrix"],
-                                     data_set.class_names,
-                                     os.path.join(out, "confusion_matrix.png"))
-    return report
-
-
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
@@ -137,7 +78,7 @@ def main(argv):
     from mdnet_keras.training import evaluation
 
     try:
-        report = evaluate_keras_model(
+        report = evaluation.evaluate_keras_model(
             FLAGS.model, FLAGS.dataset, data=FLAGS.data, split=FLAGS.split,
             batch_size=FLAGS.batch_size, out=FLAGS.out,
             data_dir=FLAGS.data_dir, download=FLAGS.download,

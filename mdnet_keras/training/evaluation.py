@@ -4,7 +4,8 @@
 for any model that yields class scores (a `.keras` model's `predict`, a
 `.tflite` interpreter's outputs): it returns a JSON-ready dict with top-1,
 top-5, per-class precision / recall / F1 / support, their macro averages and
-the confusion matrix.
+the confusion matrix. `evaluate_keras_model` runs a `.keras` model on a data
+set and writes that report (it imports Keras only when called).
 """
 
 import csv
@@ -110,6 +111,63 @@ def classification_report(y_true, probs, class_names):
         "class_names": class_names,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def evaluate_keras_model(model_path, dataset, data=None, split="test",
+                         batch_size=128, out=None, data_dir=None,
+                         download=False, validation_split=0.1, seed=0,
+                         skip_bad_files=False):
+    """Evaluates a `.keras` classifier; writes and returns the report.
+
+    Args:
+        model_path: path of the `.keras` model.
+        dataset, data, data_dir, download, validation_split, seed,
+            skip_bad_files: as `mdnet_keras.data.load_dataset` takes them.
+        split: "test" or "train".
+        batch_size: int, images per predict batch.
+        out: folder for `metrics.json` and `confusion_matrix.png`; None for
+            `eval-<dataset>-<split>` beside the model.
+
+    Returns:
+        The `classification_report` dict, with `model`, `dataset`, `split`
+        and `out` added.
+    """
+    import keras  # Imported here: the rest of this module needs no Keras.
+
+    import mdnet_keras  # noqa: F401  (registers the custom layers)
+    from mdnet_keras.data import load_dataset
+
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path) or not model_path.endswith(".keras"):
+        raise ValueError(f"--model must be an existing .keras file. "
+                         f"Received: {model_path!r}")
+    model = keras.saving.load_model(model_path, compile=False)
+    _, height, width, channels = model.input_shape
+    data_set = load_dataset(dataset, data=data, image_size=(height, width),
+                            channels=channels, data_dir=data_dir,
+                            download=download,
+                            validation_split=validation_split, seed=seed,
+                            skip_bad_files=skip_bad_files)
+    x, y = ((data_set.x_test, data_set.y_test) if split == "test"
+            else (data_set.x_train, data_set.y_train))
+    num_outputs = model.output_shape[-1]
+    if num_outputs != data_set.num_classes:
+        raise ValueError(
+            f"{model_path} has {num_outputs} outputs but {data_set.name} has "
+            f"{data_set.num_classes} classes.")
+    probs = model.predict(x.astype(np.float32), batch_size=batch_size,
+                          verbose=0)
+    report = classification_report(y, probs, data_set.class_names)
+    if out is None:
+        out = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                           f"eval-{dataset}-{split}")
+    os.makedirs(out, exist_ok=True)
+    report.update({"model": model_path, "dataset": data_set.name,
+                   "split": split, "out": out})
+    write_json(os.path.join(out, "metrics.json"), report)
+    plot_confusion_matrix(report["confusion_matrix"], data_set.class_names,
+                          os.path.join(out, "confusion_matrix.png"))
+    return report
 
 
 def format_report(report, max_classes=20):

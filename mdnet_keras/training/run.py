@@ -315,7 +315,10 @@ def prepare_run_folder(config):
 
 
 def set_up_distribution(strategy):
-    """Returns `(scope, num_replicas, is_chief)` for `strategy`.
+    """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
+
+    `make_scope()` returns a fresh context manager each time (a strategy's
+    scope can be entered once per object).
 
     TensorFlow: `tf.distribute.MirroredStrategy` over the GPUs (else over
     every logical CPU device, e.g. the CPU split in two), or
@@ -326,7 +329,7 @@ def set_up_distribution(strategy):
     """
     backend = keras.backend.backend()
     if strategy == "none":
-        return contextlib.nullcontext(), 1, True
+        return contextlib.nullcontext, 1, True
     if strategy == "multi_worker":
         check_multi_worker_environment(backend)
     if backend == "tensorflow":
@@ -337,14 +340,14 @@ def set_up_distribution(strategy):
             devices = [d.name for d in
                        (gpus or tf.config.list_logical_devices("CPU"))]
             dist = tf.distribute.MirroredStrategy(devices=devices)
-            return dist.scope(), dist.num_replicas_in_sync, True
+            return dist.scope, dist.num_replicas_in_sync, True
         dist = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = dist.cluster_resolver
         task_type, task_id = resolver.task_type, resolver.task_id
         chief = task_type == "chief" or (
             task_type == "worker" and task_id == 0
             and "chief" not in resolver.cluster_spec().as_dict())
-        return dist.scope(), dist.num_replicas_in_sync, chief
+        return dist.scope, dist.num_replicas_in_sync, chief
     if backend == "jax":
         if strategy == "multi_worker":
             keras.distribution.initialize()
@@ -353,7 +356,7 @@ def set_up_distribution(strategy):
             keras.distribution.DataParallel(devices=devices))
         import jax
 
-        return contextlib.nullcontext(), len(devices), jax.process_index() == 0
+        return contextlib.nullcontext, len(devices), jax.process_index() == 0
     raise ValueError(
         f"--strategy={strategy} needs the TensorFlow or JAX backend; this "
         f"is {backend}. Use --strategy=none."
@@ -738,7 +741,7 @@ def train(config=None, **overrides):
             f"mixed_{config.mixed_precision_dtype}")
     else:
         keras.mixed_precision.set_global_policy("float32")
-    scope, num_replicas, is_chief = set_up_distribution(config.strategy)
+    make_scope, num_replicas, is_chief = set_up_distribution(config.strategy)
     if not is_chief:
         out = os.path.join(out, "workers", f"worker_{os.getpid()}")
         os.makedirs(out, exist_ok=True)
@@ -793,7 +796,7 @@ def train(config=None, **overrides):
           f"{num_replicas} replica(s), peak LR {peak_lr:.3g}, "
           f"backend {facts['backend']}, jit_compile={jit_compile}.")
 
-    with scope:
+    with make_scope():
         model = build_model(config, dataset)
     print(f"{model.name}: {model.count_params():,} parameters.")
 
@@ -809,7 +812,7 @@ def train(config=None, **overrides):
     fit_started = time.time()
     try:
         for phase_name, phase_end, trainable in phases:
-            with scope:
+            with make_scope():
                 set_backbone_trainable(model, trainable)
                 schedule = recipe.learning_rate_schedule(
                     peak_lr, total_steps, warmup_steps, config.min_lr_ratio)
