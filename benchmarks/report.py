@@ -169,7 +169,11 @@ def op_profile_table(data):
     lines.append("| wall time per step while profiling | " + " | ".join(
         f"{profiles[n]['wall_ms_per_step_while_profiling']:.0f}"
         for n in names) + " |")
-    out = ["\n".join(lines), ""]
+    out = ["\n".join(lines), "",
+           "Self time per op summed over the ops the profiler lists (its "
+           "500 largest rows), divided by the steps profiled; TensorFlow runs "
+           "ops on 2 threads, so the sum exceeds the wall time. Grouped by "
+           "the Keras layer each op belongs to (forward and backward).", ""]
     for n in names:
         top = profiles[n]["by_kind_and_op_type"][:8]
         out.append(f"Top ops of {pretty(n)} (batch {profiles[n]['batch_size']}"
