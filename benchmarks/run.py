@@ -1013,10 +1013,10 @@ def run_suite(suite, models=None, out="benchmarks/results", deadline_minutes=Non
     if have:
         cached(results, clock, ("latency",),
                lambda: dict(latency_entry(have, budget, tmp_dir, clock),
-                            models=have))
+                            models=have), optional=False)
     for name in have:
         cached(results, clock, ("models", name, "micro"),
-               lambda: micro_entry(name, tmp_dir))
+               lambda: micro_entry(name, tmp_dir), optional=False)
     if "neu" in data:
         for seed in neu_seeds:
             for name in models:
