@@ -222,10 +222,10 @@ def test_nan_stops_and_keeps_last_good_model(monkeypatch, small_npz,
     assert not os.path.exists(os.path.join(out, "metrics.json"))
 
 
-def train_command(data, out, epochs=3):
+def train_command(data, out, epochs=3, model_config=TINY):
     return [sys.executable, "-m", "mdnet_keras", "train", "--dataset=npz",
             f"--data={data}", "--model=mdnet_micro",
-            f"--model_config={json.dumps(TINY)}", f"--epochs={epochs}",
+            f"--model_config={json.dumps(model_config)}", f"--epochs={epochs}",
             "--batch_size=32", "--warmup_epochs=1", "--verbose=2",
             f"--out={out}"]
 
@@ -320,7 +320,7 @@ def test_fine_tune_from_trained_model_with_frozen_backbone(
                        model_config=TINY, epochs=2, freeze_backbone_epochs=1,
                        init_from=os.path.join(config["out"], "best.keras"),
                        batch_size=64, warmup_epochs=0, verbose=0,
-                       out=str(tmp_path / "fine"))
+                       class_weight="balanced", out=str(tmp_path / "fine"))
     stem = source.get_layer("stem_conv").get_weights()[0]
     bn = source.get_layer("stem_bn").get_weights()
     # Epoch 1: backbone frozen (weights and BatchNorm statistics), head trains.
@@ -339,6 +339,8 @@ def test_fine_tune_from_trained_model_with_frozen_backbone(
     np.testing.assert_allclose(result["history"]["learning_rate"], expected,
                                rtol=1e-5, atol=1e-9)
     assert result["metrics"]["num_examples"] == 50
+    facts = json.loads((tmp_path / "fine" / "config.json").read_text())["run"]
+    assert facts["class_weight"] == {str(c): 1.0 for c in range(5)}
 
 
 def test_mirrored_strategy_on_two_logical_cpus(small_npz, tmp_path):
@@ -365,7 +367,10 @@ train(dataset="npz", data={small_npz!r}, model="mdnet_micro",
 
 def test_trains_under_jax_without_tensorflow(small_npz, tmp_path):
     out = tmp_path / "jax"
-    args = train_command(small_npz, out, epochs=1)[3:]
+    # No attention blocks: XLA compiles faster on the CPU.
+    conv_only = dict(TINY, stage_depths=[1, 1, 1, 1])
+    args = train_command(small_npz, out, epochs=1,
+                         model_config=conv_only)[3:] + ["--batch_size=20"]
     script = ("import sys; sys.modules['tensorflow'] = None\n"
               "from mdnet_keras.cli.main import run\n"
               f"run(['mdnet_keras'] + {args!r})\n")

@@ -688,7 +688,12 @@ def load_data(config):
     return dataset
 
 
-def make_batches(config, dataset, num_replicas):
+def make_batches(config, dataset, num_replicas, jit_compile=False):
+    """Training and evaluation `ImageBatches`.
+
+    Compiled (XLA) and multi-replica training drops the last incomplete
+    batch of each (reshuffled) epoch: one batch shape, one compilation.
+    """
     from mdnet_keras.data import ImageBatches
 
     common = dict(num_classes=dataset.num_classes,
@@ -699,7 +704,8 @@ def make_batches(config, dataset, num_replicas):
         crop_padding=config.crop_padding, flip=config.flip,
         randaugment=config.randaugment, mixup_alpha=config.mixup_alpha,
         cutmix_alpha=config.cutmix_alpha,
-        drop_remainder=num_replicas > 1 and len(dataset.x_train) >= config.batch_size,
+        drop_remainder=((num_replicas > 1 or jit_compile)
+                        and len(dataset.x_train) >= config.batch_size),
         **common)
     val_data = ImageBatches(dataset.x_test, dataset.y_test, shuffle=False,
                             augment=False, **common)
@@ -752,14 +758,15 @@ def train(config=None, **overrides):
         )
 
     dataset = load_data(config)
-    train_data, val_data = make_batches(config, dataset, num_replicas)
+    jit_compile = resolve_jit_compile(config.jit_compile)
+    train_data, val_data = make_batches(config, dataset, num_replicas,
+                                        jit_compile)
     steps_per_epoch = len(train_data)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     peak_lr = (recipe.scaled_learning_rate(config.learning_rate,
                                            config.batch_size)
                if config.scale_learning_rate else config.learning_rate)
-    jit_compile = resolve_jit_compile(config.jit_compile)
     class_weight = recipe.class_weights(dataset.y_train, dataset.num_classes,
                                         config.class_weight)
     facts = {
