@@ -43,7 +43,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -742,11 +741,17 @@ def train(config=None, **overrides):
           + (" (resuming)" if resumed else ""))
 
     keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(
-            f"mixed_{config.mixed_precision_dtype}")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        f"mixed_{config.mixed_precision_dtype}" if config.mixed_precision
+        else "float32")
+    try:
+        return _train(config, out, resumed, started)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, out, resumed, started):
     make_scope, num_replicas, is_chief = set_up_distribution(config.strategy)
     if not is_chief:
         out = os.path.join(out, "workers", f"worker_{os.getpid()}")
