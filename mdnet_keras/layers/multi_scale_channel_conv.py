@@ -147,11 +147,16 @@ class MultiScaleChannelConv(keras.layers.Layer):
         return outputs
 
     def _split(self, inputs):
+        # Slices rather than ops.split: unequal splits become SPLIT_V in
+        # TFLite, which the Edge TPU compiler cannot map.
         if len(self.kernels) == 1:
             return [inputs]
         sizes = self.group_sizes(inputs.shape[-1])
-        boundaries = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
-        return ops.split(inputs, boundaries, axis=-1)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [
+            inputs[..., start : start + size]
+            for start, size in zip(starts, sizes)
+        ]
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
