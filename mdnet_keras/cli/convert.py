@@ -18,14 +18,9 @@ import os
 import sys
 
 from absl import flags
+from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines a flag unless another command module in this process did."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
 
 _define(flags.DEFINE_string, "model", None, "Trained model, a .keras file.")

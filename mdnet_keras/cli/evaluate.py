@@ -16,19 +16,9 @@ import os
 import sys
 
 from absl import flags
+from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines a flag unless another command module in this process did.
-
-    The flag is also made a key flag of the program (`sys.argv[0]`), so
-    `python -m mdnet_keras COMMAND --help` lists it.
-    """
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
-    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 _define(flags.DEFINE_string, "model", None,
@@ -55,13 +45,8 @@ _define(flags.DEFINE_string, "out", None,
         "Folder for metrics.json and confusion_matrix.png (default: "
         "eval-<dataset>-<split> beside the model).")
 
-try:  # The .tflite evaluation defines --tflite and its own flags.
-    from mdnet_keras.cli import evaluate_tflite
-except ImportError:  # pragma: no cover - the export module is optional.
-    evaluate_tflite = None
-for _name in ("tflite", "limit", "json_out"):
-    if _name in FLAGS:
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[_name])
+# The .tflite evaluation defines --tflite and its own flags.
+from mdnet_keras.cli import evaluate_tflite  # noqa: E402
 
 
 def main(argv):

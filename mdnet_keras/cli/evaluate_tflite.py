@@ -12,14 +12,9 @@ import sys
 import time
 
 from absl import flags
+from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines a flag unless another command module in this process did."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
 
 _define(flags.DEFINE_string, "tflite", None, "The .tflite model to evaluate.")

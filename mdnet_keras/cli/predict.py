@@ -10,14 +10,9 @@ import os
 import sys
 
 from absl import flags
+from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines a flag unless another command module in this process did."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
 
 _define(flags.DEFINE_string, "model", None, "A .keras or .tflite model.")

@@ -4,17 +4,23 @@ import json
 
 from absl import flags
 
+from mdnet_keras.cli.flag_util import define
 from mdnet_keras.models import MDNET_VARIANTS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "mdnet", sorted(MDNET_VARIANTS), "MDNet variant.")
-flags.DEFINE_list("input_shape", ["32", "32", "3"], "Height, width, channels.")
-flags.DEFINE_integer("num_classes", 100, "Number of classes.")
-flags.DEFINE_enum(
-    "attention", "differential", ["differential", "standard"], "Attention kind."
+define(flags.DEFINE_enum, "model", "mdnet", sorted(MDNET_VARIANTS), "MDNet variant.")
+define(flags.DEFINE_list, "input_shape", ["32", "32", "3"], "Height, width, channels.")
+define(flags.DEFINE_integer, "num_classes", 100, "Number of classes.")
+define(
+    flags.DEFINE_enum,
+    "attention",
+    "differential",
+    ["differential", "standard"],
+    "Attention kind.",
 )
-flags.DEFINE_string("json", None, "Also write the report to this JSON file.")
-flags.DEFINE_boolean(
+define(flags.DEFINE_string, "json", None, "Also write the report to this JSON file.")
+define(
+    flags.DEFINE_boolean,
     "markdown",
     False,
     "Print a Markdown table of every variant (the README's table) instead.",

@@ -22,19 +22,9 @@ import sys
 from absl import flags
 
 from mdnet_keras.training.recipe import BASE_BATCH_SIZE
+from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
-
-
-def _define(definer, name, *args, **kwargs):
-    """Defines a flag unless another command module in this process did.
-
-    The flag is also made a key flag of the program (`sys.argv[0]`), so
-    `python -m mdnet_keras COMMAND --help` lists it.
-    """
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
-    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 # Data.
