@@ -9,7 +9,7 @@ silently broken training cannot pass.
 
 Measured with the short settings below (NEU surface defects at 32x32 grey,
 720 training images, 4 epochs, 2 busy CPU cores): test top-1 0.68 against a
-chance of 0.167; both notebooks together in about 2.5 minutes.
+chance of 0.167; both notebooks together in 2 to 2.7 minutes.
 """
 
 import json
@@ -24,17 +24,19 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "python3"
 CELL_TIMEOUT = 600  # seconds per cell
 
-# Settings that shorten the quickstart's training (about 50 s of fit on 2 CPU
-# cores instead of about 2.5 minutes).
+# Settings that shorten the quickstart's training: 55 to 80 s of fit on 2 busy
+# CPU cores instead of about 160 s with the defaults (10 epochs, 1,440 images).
 SHORT_QUICKSTART = {"EPOCHS": 4, "MAX_TRAIN_IMAGES": 720, "BATCH_SIZE": 32}
 SHORT_DEPLOY = {"MICRO_IMAGES": 40, "NUM_CALIBRATION": 100}
 
 # Smallest top-1 the short run must reach, by the data set the notebook used
-# (`quickstart.json` "dataset"). NEU (6 classes, chance 0.167) reached 0.68.
-# The fallbacks, for machines without ../shared/data, are demanded at twice
-# chance: the shipped CIFAR-10 sample has only 1,000 training images.
-MIN_TOP1 = {"neu-surface-defects": 0.40}
-MIN_TOP1_FACTOR_OF_CHANCE = 2.0
+# (`quickstart.json` "dataset"). Measured with the short settings: NEU
+# (6 classes, chance 0.167) 0.683. The fallbacks, used only where
+# ../shared/data lacks NEU, are 10-class CIFAR-10 (chance 0.10): the full
+# npz reached 0.252 (2,000 test images) and the shipped sample 0.245 (200),
+# so they are held to 0.17.
+MIN_TOP1 = {"neu-surface-defects": 0.40, "cifar10": 0.17, "sample": 0.17}
+MIN_TOP1_FACTOR_OF_CHANCE = 1.7  # any other data set
 
 
 def parameters_cell(nb):
