@@ -189,16 +189,26 @@ def compare(models, a, b, dataset="cifar10"):
     sa = accuracy_summary(models.get(a, {}), dataset)
     sb = accuracy_summary(models.get(b, {}), dataset)
     if sa is None or sb is None:
-        return None, "not measured"
+        return "not measured", "skipped by the wall-clock deadline"
     diff = sa[0] - sb[0]
     spread = max(max(sa[1]) - min(sa[1]), max(sb[1]) - min(sb[1]))
     seeds = min(len(sa[1]), len(sb[1]))
     point = 100.0 / sa[2]
+    measured = [(pretty(n), max(v) - min(v), len(v))
+                for n, v in ((a, sa[1]), (b, sb[1])) if len(v) > 1]
+    if seeds > 1:
+        spread_text = f"seed spread {spread:.2f} points"
+    elif measured:
+        spread_text = "seed spread measured for " + ", ".join(
+            f"{n} only ({s:.2f} points over {k} seeds)"
+            for n, s, k in measured)
+    else:
+        spread_text = "no seed spread measured"
     text = (f"{pretty(a)} {sa[0]:.2f}% vs {pretty(b)} {sb[0]:.2f}% "
-            f"({diff:+.2f} points; {seeds} seed(s), seed spread "
-            f"{spread:.2f} points; one test image = {point:.2f} points)")
+            f"({diff:+.2f} points; {seeds} seed(s), {spread_text}; one test "
+            f"image = {point:.2f} points)")
     if seeds < 2:
-        verdict = "inconclusive (one seed, no spread measured)"
+        verdict = "inconclusive (one seed of at least one model)"
     elif abs(diff) <= spread:
         verdict = "inconclusive (inside the seed spread)"
     else:
@@ -301,6 +311,8 @@ def header(data, suite):
         f"{(data.get('latency') or {}).get('runs_per_config', '?')} batch-1 "
         f"invokes per (model, mode, threads), in "
         f"{budget['latency_rounds']} interleaved rounds.")
+    for note in data.get("notes", []):
+        lines.append(f"- Note: {note}")
     if data.get("skipped"):
         lines.append("- Not run (wall-clock deadline of "
                      f"{budget['deadline_minutes']} minutes): "
