@@ -147,11 +147,14 @@ class MultiScaleChannelConv(keras.layers.Layer):
         return outputs
 
     def _split(self, inputs):
-        # Slices rather than ops.split: unequal splits become SPLIT_V in
-        # TFLite, which the Edge TPU compiler cannot map.
+        # Equal groups split by count (TFLite SPLIT), others by slicing
+        # (STRIDED_SLICE): ops.split at indices becomes SPLIT_V, which the
+        # Edge TPU compiler cannot map and XNNPACK leaves to the CPU.
         if len(self.kernels) == 1:
             return [inputs]
         sizes = self.group_sizes(inputs.shape[-1])
+        if self.channel_split is None:
+            return ops.split(inputs, len(sizes), axis=-1)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         return [
             inputs[..., start : start + size]

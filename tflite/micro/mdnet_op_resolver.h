@@ -6,7 +6,7 @@
 
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 
-constexpr int kNumOps = 14;
+constexpr int kNumOps = 15;
 
 using MDNetOpResolver = tflite::MicroMutableOpResolver<kNumOps>;
 
@@ -15,7 +15,7 @@ inline TfLiteStatus RegisterOps(MDNetOpResolver& resolver) {
   TF_LITE_ENSURE_STATUS(resolver.AddMul());  // MUL
   TF_LITE_ENSURE_STATUS(resolver.AddAdd());  // ADD
   TF_LITE_ENSURE_STATUS(resolver.AddConv2D());  // CONV_2D
-  TF_LITE_ENSURE_STATUS(resolver.AddStridedSlice());  // STRIDED_SLICE
+  TF_LITE_ENSURE_STATUS(resolver.AddSplit());  // SPLIT
   TF_LITE_ENSURE_STATUS(resolver.AddDepthwiseConv2D());  // DEPTHWISE_CONV_2D
   TF_LITE_ENSURE_STATUS(resolver.AddConcatenation());  // CONCATENATION
   TF_LITE_ENSURE_STATUS(resolver.AddFullyConnected());  // FULLY_CONNECTED
@@ -23,6 +23,7 @@ inline TfLiteStatus RegisterOps(MDNetOpResolver& resolver) {
   TF_LITE_ENSURE_STATUS(resolver.AddTranspose());  // TRANSPOSE
   TF_LITE_ENSURE_STATUS(resolver.AddBatchMatMul());  // BATCH_MATMUL
   TF_LITE_ENSURE_STATUS(resolver.AddSoftmax());  // SOFTMAX
+  TF_LITE_ENSURE_STATUS(resolver.AddStridedSlice());  // STRIDED_SLICE
   TF_LITE_ENSURE_STATUS(resolver.AddSub());  // SUB
   TF_LITE_ENSURE_STATUS(resolver.AddMean());  // MEAN
   TF_LITE_ENSURE_STATUS(resolver.AddRsqrt());  // RSQRT  // END GENERATED OPS
