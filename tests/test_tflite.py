@@ -78,19 +78,24 @@ def build_toy(num_classes=10, input_shape=(32, 32, 3)):
     return keras.Model(inp, out, name="toy")
 
 
-@functools.lru_cache(maxsize=None)
-def toy():
+def train_small(build, seed, num_images, epochs):
+    """Trains `build()` briefly on real CIFAR-10; returns (model, top-1)."""
     import keras
 
     x, y, xt, yt, _ = cifar()
-    keras.utils.set_random_seed(1)
-    model = build_toy()
+    keras.utils.set_random_seed(seed)
+    model = build()
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(x[:5000].astype("float32"), y[:5000], epochs=3, batch_size=32,
-              verbose=0)
+    model.fit(x[:num_images].astype("float32"), y[:num_images], epochs=epochs,
+              batch_size=32, verbose=0)
     acc = model.evaluate(xt.astype("float32"), yt, verbose=0)[1]
     return model, float(acc)
+
+
+@functools.lru_cache(maxsize=None)
+def toy():
+    return train_small(build_toy, seed=1, num_images=5000, epochs=3)
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,20 +108,13 @@ def toy_path(tmp_root):
 
 @functools.lru_cache(maxsize=None)
 def mdnet_micro():
-    import keras
-
     import mdnet_keras
 
-    x, y, xt, yt, _ = cifar()
-    keras.utils.set_random_seed(2)
-    model = mdnet_keras.MDNet(input_shape=(32, 32, 3), num_classes=10,
-                              variant="mdnet_micro")
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(x[:3000].astype("float32"), y[:3000], epochs=1, batch_size=32,
-              verbose=0)
-    acc = model.evaluate(xt.astype("float32"), yt, verbose=0)[1]
-    return model, float(acc)
+    def build():
+        return mdnet_keras.MDNet(input_shape=(32, 32, 3), num_classes=10,
+                                 variant="mdnet_micro")
+
+    return train_small(build, seed=2, num_images=3000, epochs=1)
 
 
 @functools.lru_cache(maxsize=None)
