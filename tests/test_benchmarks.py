@@ -2,7 +2,6 @@
 suite end to end on one small model (JSON and Markdown structure)."""
 
 import json
-import os
 import pathlib
 import sys
 
@@ -81,8 +80,8 @@ def test_quick_suite_end_to_end(tmp_path):
     overrides = {"op_profile_models": (), "neu_seeds": (),
                  "cifar_train_images": 64, "cifar_test_images": 64,
                  "int8_eval_images": 32, "calibration_images": 16}
-    data = run.run_suite("quick", ["resnet20"], str(tmp_path),
-                         budget_overrides=overrides, command="pytest")
+    run.run_suite("quick", ["resnet20"], str(tmp_path),
+                  budget_overrides=overrides, command="pytest")
     path = tmp_path / "quick.json"
     assert path.exists() and (tmp_path / "quick.md").exists()
     assert (tmp_path / "quick_pareto.png").stat().st_size > 1000

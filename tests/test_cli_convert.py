@@ -3,7 +3,6 @@ each subprocess imports TensorFlow (~5-10 s)."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 

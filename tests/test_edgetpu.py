@@ -89,7 +89,6 @@ def test_two_d_softmax_falls_back():
 
 
 def test_unsupported_op_mid_graph_and_mac_share():
-    import keras
     from keras import layers
 
     from mdnet_keras.export import edgetpu
