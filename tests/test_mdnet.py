@@ -205,3 +205,20 @@ def test_same_outputs_under_jax_and_one_fit_step(tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "jax.npy"), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5
     )
+
+
+def test_shipped_weights_by_name(tmp_path, monkeypatch):
+    from mdnet_keras.models import mdnet_presets
+
+    source = MDNet(num_classes=4, variant="mdnet_micro")
+    source.save_weights(tmp_path / "micro.weights.h5")
+    monkeypatch.setitem(mdnet_presets.MDNET_WEIGHTS, "test-set", {
+        "variant": "mdnet_micro", "num_classes": 4,
+        "file": str(tmp_path / "micro.weights.h5")})
+    same_head = MDNet(num_classes=4, variant="mdnet_micro", weights="test-set")
+    x = images(2)
+    np.testing.assert_array_equal(source.predict(x, verbose=0), same_head.predict(x, verbose=0))
+    new_head = MDNet(num_classes=7, variant="mdnet_micro", weights="test-set")
+    np.testing.assert_array_equal(
+        new_head.get_layer("head_conv").get_weights()[0],
+        source.get_layer("head_conv").get_weights()[0])

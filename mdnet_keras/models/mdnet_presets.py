@@ -4,6 +4,8 @@ Each entry's `config` holds the architecture arguments of `MDNet`. The
 figures in the README's variant table come from `mdnet_keras.profile`.
 """
 
+import os
+
 MDNET_VARIANTS = {
     "mdnet": {
         "description": (
@@ -60,14 +62,13 @@ MDNET_VARIANTS = {
 }
 
 # Trained weights shipped inside the package (weights only, no optimizer
-# state), by the name `MDNet(weights=...)` takes. Each entry records how
-# they were made.
+# state), by the name `MDNet(weights=...)` takes: each entry gives
+# `variant`, `num_classes`, `file` (under mdnet_keras/weights/, listed in
+# pyproject's package-data) and how the weights were made. None ship yet.
 MDNET_WEIGHTS = {}
 
 
 def weights_path(name):
-    """The path of the shipped weights file `name`."""
-    from importlib import resources
-
-    entry = MDNET_WEIGHTS[name]
-    return str(resources.files("mdnet_keras.weights") / entry["file"])
+    """The path of the shipped weights file of entry `name`."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package_dir, "weights", MDNET_WEIGHTS[name]["file"])
