@@ -62,19 +62,16 @@ HEAD_LAYERS = ("predictions",)
 MONITOR = "val_top1"
 # Length and batch defaults per data set: the embedded sample trains in a
 # minute or two on a laptop CPU; the rest follow the CIFAR recipe.
+CIFAR_RECIPE = {"model": "mdnet", "epochs": 200, "batch_size": 128,
+                "warmup_epochs": 5, "learning_rate": recipe.LEARNING_RATE,
+                "drop_path_rate": 0.1}
 DATASET_DEFAULTS = {
     "sample": {"model": "mdnet_micro", "epochs": 10, "batch_size": 64,
                "warmup_epochs": 1, "learning_rate": 2e-3,
                "drop_path_rate": 0.0},
-    "cifar10": {"model": "mdnet", "epochs": 200, "batch_size": 128,
-                "warmup_epochs": 5, "learning_rate": recipe.LEARNING_RATE,
-                "drop_path_rate": 0.1},
-    "cifar100": {"model": "mdnet", "epochs": 200, "batch_size": 128,
-                 "warmup_epochs": 5, "learning_rate": recipe.LEARNING_RATE,
-                 "drop_path_rate": 0.1},
-    "npz": {"model": "mdnet", "epochs": 200, "batch_size": 128,
-            "warmup_epochs": 5, "learning_rate": recipe.LEARNING_RATE,
-            "drop_path_rate": 0.1},
+    "cifar10": CIFAR_RECIPE,
+    "cifar100": CIFAR_RECIPE,
+    "npz": CIFAR_RECIPE,
     "folder": {"model": "mdnet_small", "epochs": 50, "batch_size": 32,
                "warmup_epochs": 2, "learning_rate": recipe.LEARNING_RATE,
                "drop_path_rate": 0.1},
