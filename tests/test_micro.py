@@ -112,3 +112,14 @@ def test_resolver_method_names():
     assert micro.resolver_method("STRIDED_SLICE") == "AddStridedSlice"
     with pytest.raises(ValueError):
         micro.resolver_method("CUSTOM:Foo")
+
+
+def test_committed_template_matches_mdnet_micro():
+    """tflite/micro/ is committed rendered for mdnet_micro: its resolver must
+    list that model's ops (regenerate it with --micro_out when they change)."""
+    from mdnet_keras.export import micro
+
+    parsed = micro.parse_template(micro.TEMPLATE_DIR)
+    ops = micro.model_ops(converted("mdnet", "int8"))
+    assert sorted(parsed["ops"]) == sorted(micro.resolver_method(op) for op in ops)
+    assert parsed["arena"] <= 256 * 1024
