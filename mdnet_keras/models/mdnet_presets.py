@@ -64,8 +64,28 @@ MDNET_VARIANTS = {
 # Trained weights shipped inside the package (weights only, no optimizer
 # state), by the name `MDNet(weights=...)` takes: each entry gives
 # `variant`, `num_classes`, `file` (under mdnet_keras/weights/, listed in
-# pyproject's package-data) and how the weights were made. None ship yet.
-MDNET_WEIGHTS = {}
+# pyproject's package-data), its measured accuracy and how it was made.
+MDNET_WEIGHTS = {
+    "cifar10": {
+        "variant": "mdnet",
+        "num_classes": 10,
+        "file": "mdnet_cifar10.weights.h5",
+        "sha256": (
+            "78c44cbab4ef1ab9f6ddaff3b59e2f17aab3377efbda39a18069baf42dd2a483"
+        ),
+        "top1": 0.8747,
+        "top5": 0.9894,
+        "evaluated_on": "the 10,000 CIFAR-10 test images (PNG originals)",
+        "trained": (
+            "python tools/gpu_train_cifar10.py train --model=mdnet "
+            "--epochs=50 --budget_s=455: the package recipe, batch 256, "
+            "drop path 0.1, float32, Keras 3.15.1 on JAX, one NVIDIA H200; "
+            "the 50,000 training images as JPEG (quality 90); stopped by "
+            "its wall-clock budget after 45 of the 50 planned epochs "
+            "(449 s)"
+        ),
+    },
+}
 
 
 def weights_path(name):
