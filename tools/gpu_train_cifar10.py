@@ -22,7 +22,8 @@ Usage:
         --data=cifar10_train.npz --epochs=50 --budget_s=450 --out=OUT
     # Here, on the real CIFAR-10 test set (any backend).
     python tools/gpu_train_cifar10.py evaluate --model=mdnet \
-        --data=../shared/data/cifar10.npz --weights=OUT/mdnet.weights.h5
+        --data=../shared/data/cifar10.npz --weights=OUT/mdnet.weights.h5 \
+        --report=OUT/mdnet.test.json
 """
 
 import argparse
@@ -141,9 +142,17 @@ def evaluate_weights(args):
     model.load_weights(args.weights)
     data = np.load(args.data)
     results = evaluate(model, data)
-    results["test_images"] = int(len(data["y_test"]))
+    results.update({
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "test_images": int(len(data["y_test"])),
+        "backend": keras.backend.backend(),
+    })
     print(json.dumps(results))
-    return results
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 def main():
@@ -158,6 +167,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="gpu_run")
     parser.add_argument("--weights", help="evaluate: the .weights.h5 file")
+    parser.add_argument("--report", help="evaluate: also write the JSON here")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     if args.mode == "train":
