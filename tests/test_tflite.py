@@ -199,6 +199,37 @@ def test_mdnet_micro_int8_agreement_and_integer_only():
     assert report["argmax_agreement"] >= MDNET_INT8_AGREEMENT, report
 
 
+
+def depthwise_taps(tflite_bytes):
+    from mdnet_keras.export import tflite as tfl
+
+    return [op["inputs"][1]["shape"][1] * op["inputs"][1]["shape"][2]
+            for op in tfl.describe_ops(tflite_bytes)
+            if op["op"] == "DEPTHWISE_CONV_2D"]
+
+
+def test_large_depthwise_kernels_are_pieced_by_default():
+    import keras
+
+    from mdnet_keras import MDNet
+    from mdnet_keras.export import LiteRTRunner
+    from mdnet_keras.export import tflite as tfl
+
+    keras.utils.set_random_seed(3)
+    model = MDNet(num_classes=10, variant="mdnet_micro")  # kernels 3, 5, 7, 9
+    pieced = tfl.convert_model(model, "float32")
+    whole = tfl.convert_model(model, "float32", max_depthwise_taps=None)
+    assert max(depthwise_taps(whole)) == 81
+    assert max(depthwise_taps(pieced)) <= tfl.XNNPACK_DEPTHWISE_TAPS
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+    x = x.astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    for data in (pieced, whole):
+        np.testing.assert_allclose(LiteRTRunner(data).predict(x), expected,
+                                   rtol=1e-4, atol=1e-5)
+    # The rebuild leaves models without large kernels alone.
+    assert tfl.with_small_depthwise_kernels(toy()[0]) is toy()[0]
+
 def test_export_writes_report_labels_and_preprocessing(tmp_path):
     from mdnet_keras.export import tflite as tfl
 
