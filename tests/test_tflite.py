@@ -230,6 +230,26 @@ def test_large_depthwise_kernels_are_pieced_by_default():
     # The rebuild leaves models without large kernels alone.
     assert tfl.with_small_depthwise_kernels(toy()[0]) is toy()[0]
 
+
+def test_int8_matmul_operands_are_symmetric_and_run_in_xnnpack():
+    from benchmarks.run import xnnpack_partitions
+    from mdnet_keras.export import tflite as tfl
+
+    model, _ = toy()
+    x, _, xt, yt, _ = cifar()
+    plain = tfl.convert_model(model, "int8", rep_images=x[5000:],
+                              num_calibration=100, symmetric_matmul=False)
+    edited, changed = tfl.symmetric_matmul_operands(plain)
+    assert changed > 0
+    assert edited == converted("toy", "int8")
+    assert tfl.symmetric_matmul_operands(edited) == (edited, 0)
+    for data in (edited, converted("mdnet", "int8")):
+        left_out = xnnpack_partitions(data)["left_out_by_type"]
+        assert "BATCH_MATMUL" not in left_out, left_out
+    assert "BATCH_MATMUL" in xnnpack_partitions(plain)["left_out_by_type"]
+    report = tfl.validate_tflite(model, edited, "int8", xt[:500], yt[:500])
+    assert report["argmax_agreement"] >= AGREEMENT["int8"], report
+
 def test_export_writes_report_labels_and_preprocessing(tmp_path):
     from mdnet_keras.export import tflite as tfl
 

@@ -398,14 +398,17 @@ def converter_options(mode, rep_images=None, num_calibration=None, io_type="int8
 
 def convert_model(model, mode, rep_images=None, num_calibration=None,
                   io_type="int8", seed=0,
-                  max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS):
+                  max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
+                  symmetric_matmul=True):
     """Converts an in-memory Keras model; returns the `.tflite` bytes.
 
     The model is first rebuilt under float32 if it is mixed precision, then
     with its large multi-scale depthwise kernels split into pieces of at most
     `max_depthwise_taps` taps (see `with_small_depthwise_kernels`; `None`
     keeps them whole). The input signature is fixed to batch 1 (static
-    shapes for micro/Edge TPU).
+    shapes for micro/Edge TPU). In mode int8, `symmetric_matmul` re-quantizes
+    the second operand of each BATCH_MATMUL with a zero point of 0 so that
+    XNNPACK runs it (see `symmetric_matmul_operands`).
     """
     import keras
     import tensorflow as tf
@@ -441,7 +444,83 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
                 f"{str(e)[:2000]}"
             ) from e
         with open(path, "rb") as f:
-            return f.read()
+            tflite_bytes = f.read()
+    if mode == "int8" and symmetric_matmul:
+        tflite_bytes, _ = symmetric_matmul_operands(tflite_bytes)
+    return tflite_bytes
+
+
+def symmetric_matmul_operands(tflite_bytes):
+    """Gives the second operand of every int8 BATCH_MATMUL a zero point of 0.
+
+    XNNPACK takes an int8 BATCH_MATMUL only when its second operand is
+    quantized symmetrically (zero point 0); the calibrated keys and values
+    of attention rarely are, so their matmuls run outside XNNPACK and split
+    the graph into partitions. This edit re-quantizes each such operand
+    over the symmetric range that covers its calibrated one (scale
+    `max(|min|, |max|) / 127`, zero point 0): the operand, and the RESHAPE /
+    TRANSPOSE chain back to the op that produces it (those ops keep their
+    input's parameters), get the new parameters; the producer (a
+    FULLY_CONNECTED) requantizes to them. The cost is at most one bit of
+    that operand's resolution. Only scale and zero point change, in place;
+    a chain whose tensors have other consumers, per-channel parameters or
+    constant data is left alone.
+
+    Args:
+        tflite_bytes: a `.tflite` model.
+
+    Returns:
+        A tuple `(new_bytes, num_changed)`.
+    """
+    schema = _schema()
+    buf = bytearray(tflite_bytes)
+    model = schema.Model.GetRootAsModel(buf, 0)
+    op_names = _enum_names(schema.BuiltinOperator)
+    graph = model.Subgraphs(0)
+
+    def name_of(op):
+        code = model.OperatorCodes(op.OpcodeIndex())
+        return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+
+    operators = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    producer, consumers = {}, {}
+    for op in operators:
+        for t in op.OutputsAsNumpy():
+            producer[int(t)] = op
+        for t in op.InputsAsNumpy():
+            consumers[int(t)] = consumers.get(int(t), 0) + 1
+    graph_outputs = set(int(t) for t in graph.OutputsAsNumpy())
+
+    def quantization(index):
+        tensor = graph.Tensors(index)
+        q = tensor.Quantization()
+        if (tensor.Type() != schema.TensorType.INT8 or q is None
+                or q.ScaleLength() != 1 or q.ZeroPointLength() != 1
+                or model.Buffers(tensor.Buffer()).DataLength()):
+            return None
+        return q
+
+    changed = 0
+    for op in operators:
+        if name_of(op) != "BATCH_MATMUL":
+            continue
+        chain = [int(op.InputsAsNumpy()[1])]
+        while (chain[-1] in producer
+               and name_of(producer[chain[-1]]) in ("RESHAPE", "TRANSPOSE")):
+            chain.append(int(producer[chain[-1]].InputsAsNumpy()[0]))
+        params = [quantization(t) for t in chain]
+        if (any(q is None for q in params)
+                or any(consumers.get(t) != 1 or t in graph_outputs for t in chain)
+                or int(params[0].ZeroPointAsNumpy()[0]) == 0):
+            continue
+        scale = float(params[0].ScaleAsNumpy()[0])
+        zero_point = int(params[0].ZeroPointAsNumpy()[0])
+        new_scale = max((128 + zero_point) * scale, (127 - zero_point) * scale) / 127
+        for q in params:
+            q.ScaleAsNumpy()[0] = new_scale  # views into `buf`
+            q.ZeroPointAsNumpy()[0] = 0
+        changed += 1
+    return bytes(buf), changed
 
 
 # ---------------------------------------------------------------------------
@@ -860,7 +939,8 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                   y_eval=None, class_names=None, num_calibration=DEFAULT_NUM_CALIBRATION,
                   io_type="int8", allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
                   min_images=DEFAULT_MIN_IMAGES, seed=0, verbose=True,
-                  max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS):
+                  max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
+                  symmetric_matmul=True):
     """Converts, validates and writes a model with its side files.
 
     Args:
@@ -877,6 +957,8 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
         max_depthwise_taps: large multi-scale depthwise kernels are split
             into pieces of at most this many taps (see `convert_model`);
             `None` keeps them whole.
+        symmetric_matmul: int8 only: zero-point-0 matmul operands, so that
+            XNNPACK runs attention's matmuls (see `convert_model`).
 
     Returns:
         The report dict (also written as `<stem>.report.json`).
@@ -901,13 +983,16 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
     tflite_bytes = convert_model(model, mode, rep_images=x_train,
                                  num_calibration=num_calibration,
                                  io_type=io_type, seed=seed,
-                                 max_depthwise_taps=max_depthwise_taps)
+                                 max_depthwise_taps=max_depthwise_taps,
+                                 symmetric_matmul=symmetric_matmul)
     report = validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                              allow_float_ops=allow_float_ops,
                              max_drop=max_drop, min_images=min_images)
     report["source"] = source
     report["tflite_path"] = out_path
     report["max_depthwise_taps"] = max_depthwise_taps
+    if mode == "int8":
+        report["symmetric_matmul"] = bool(symmetric_matmul)
     if mode == "int8":
         report["io_type"] = io_type
         report["num_calibration"] = int(min(num_calibration, len(x_train)))
