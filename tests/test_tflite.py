@@ -118,14 +118,17 @@ def mdnet_micro():
 
 
 @functools.lru_cache(maxsize=None)
-def converted(which, mode, io_type="int8"):
-    """`.tflite` bytes of `toy` or `mdnet_micro` (calibrated on real images)."""
+def converted(which, mode, io_type="int8", max_depthwise_taps=25):
+    """`.tflite` bytes of `toy` or `mdnet_micro` (calibrated on real images).
+
+    `max_depthwise_taps=None` keeps the large kernels whole, as the convert
+    command does for TFLite Micro (`--micro_out`)."""
     from mdnet_keras.export import tflite as tfl
 
     model = toy()[0] if which == "toy" else mdnet_micro()[0]
     x = cifar()[0]
     return tfl.convert_model(model, mode, rep_images=x[5000:], num_calibration=100,
-                             io_type=io_type)
+                             io_type=io_type, max_depthwise_taps=max_depthwise_taps)
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,10 @@ DEFAULT_NUM_CALIBRATION = 200
 # ai-edge-litert 2.3.0 on one x86 core, 32x32x24, batch 1: 3x3 17 us, any
 # shape of 10-25 taps 42 us, 5x6 (30 taps) 468 us, 9x9 1164 us (int8).
 XNNPACK_DEPTHWISE_TAPS = 25
+# int8 ops that compute their output's quantization from its own parameters
+# (unlike RESHAPE, TRANSPOSE, STRIDED_SLICE, CONCATENATION, which copy).
+REQUANTIZING_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D",
+                    "BATCH_MATMUL", "ADD", "SUB", "MUL", "QUANTIZE")
 
 
 class ConversionError(RuntimeError):
@@ -460,11 +464,13 @@ def symmetric_matmul_operands(tflite_bytes):
     over the symmetric range that covers its calibrated one (scale
     `max(|min|, |max|) / 127`, zero point 0): the operand, and the RESHAPE /
     TRANSPOSE chain back to the op that produces it (those ops keep their
-    input's parameters), get the new parameters; the producer (a
-    FULLY_CONNECTED) requantizes to them. The cost is at most one bit of
-    that operand's resolution. Only scale and zero point change, in place;
-    a chain whose tensors have other consumers, per-channel parameters or
-    constant data is left alone.
+    input's parameters), get the new parameters; the producer, an op that
+    requantizes its output (in MDNet's attention a FULLY_CONNECTED), then
+    writes them. The cost is at most one bit of that operand's resolution.
+    Only scale and zero point change, in place; a chain that starts
+    anywhere else (a graph input, a slice, a concatenation) or whose
+    tensors have other consumers, per-channel parameters or constant data
+    is left alone.
 
     Args:
         tflite_bytes: a `.tflite` model.
@@ -509,7 +515,9 @@ def symmetric_matmul_operands(tflite_bytes):
                and name_of(producer[chain[-1]]) in ("RESHAPE", "TRANSPOSE")):
             chain.append(int(producer[chain[-1]].InputsAsNumpy()[0]))
         params = [quantization(t) for t in chain]
-        if (any(q is None for q in params)
+        if (chain[-1] not in producer
+                or name_of(producer[chain[-1]]) not in REQUANTIZING_OPS
+                or any(q is None for q in params)
                 or any(consumers.get(t) != 1 or t in graph_outputs for t in chain)
                 or int(params[0].ZeroPointAsNumpy()[0]) == 0):
             continue
