@@ -41,7 +41,7 @@ def test_tflm_runs_mdnet_micro_and_agrees_with_litert():
     """SLOW (shares the mdnet_micro fixture): the real model in real TFLM."""
     from mdnet_keras.export import micro
 
-    data = converted("mdnet", "int8")
+    data = converted("mdnet", "int8", max_depthwise_taps=None)
     xt = cifar()[2][:100]
     cmp = micro.compare_with_litert(data, xt)
     print(cmp)
@@ -53,7 +53,7 @@ def test_tflm_runs_mdnet_micro_and_agrees_with_litert():
 def test_arena_is_smallest_that_allocates_and_fits_budget():
     from mdnet_keras.export import micro
 
-    data = converted("mdnet", "int8")
+    data = converted("mdnet", "int8", max_depthwise_taps=None)
     arena = micro.find_min_arena(data)
     assert micro.allocates(data, arena)
     assert not micro.allocates(data, arena - 1)
@@ -85,7 +85,7 @@ def test_c_array_round_trips(tmp_path):
 def test_template_lists_exactly_the_model_ops_and_arena(tmp_path):
     from mdnet_keras.export import micro
 
-    data = converted("mdnet", "int8")
+    data = converted("mdnet", "int8", max_depthwise_taps=None)
     arena = micro.find_min_arena(data)
     names = cifar()[4]
     micro.render_template(data, tmp_path, arena, names, arena_margin=4096)
@@ -120,6 +120,6 @@ def test_committed_template_matches_mdnet_micro():
     from mdnet_keras.export import micro
 
     parsed = micro.parse_template(micro.TEMPLATE_DIR)
-    ops = micro.model_ops(converted("mdnet", "int8"))
+    ops = micro.model_ops(converted("mdnet", "int8", max_depthwise_taps=None))
     assert sorted(parsed["ops"]) == sorted(micro.resolver_method(op) for op in ops)
     assert parsed["arena"] <= 256 * 1024

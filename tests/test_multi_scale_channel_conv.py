@@ -79,3 +79,44 @@ def test_config_round_trip():
     layer = MultiScaleChannelConv((3, 7), channel_split=(2, 6), strides=2)
     clone = MultiScaleChannelConv.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_kernel_pieces_tile_the_kernel_within_the_tap_limit():
+    from mdnet_keras.layers.multi_scale_channel_conv import kernel_pieces
+
+    assert kernel_pieces(5, 5, 25) == [(0, 5, 0, 5)]
+    assert len(kernel_pieces(7, 7, 25)) == 3
+    assert len(kernel_pieces(9, 9, 25)) == 4
+    for height, width, max_taps in [(7, 7, 25), (9, 9, 25), (9, 9, 9),
+                                    (11, 11, 25), (7, 4, 9), (9, 9, 1)]:
+        covered = np.zeros((height, width), int)
+        for r0, r1, c0, c1 in kernel_pieces(height, width, max_taps):
+            assert (r1 - r0) * (c1 - c0) <= max_taps
+            covered[r0:r1, c0:c1] += 1
+        assert (covered == 1).all()
+
+
+@pytest.mark.parametrize("size", [4, 5, 8, 9, 16])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("max_taps", [9, 25])
+def test_pieced_kernels_give_the_same_output(size, strides, max_taps):
+    kernel_sizes = (1, 3, 5, 7, 9)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 10))
+    x = x.astype("float32")
+    layer = MultiScaleChannelConv(kernel_sizes, strides=strides, use_bias=True)
+    pieced = MultiScaleChannelConv(
+        kernel_sizes, strides=strides, use_bias=True, max_kernel_taps=max_taps
+    )
+    layer.build(x.shape)
+    pieced.build(x.shape)
+    rng = np.random.default_rng(1)
+    layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
+    pieced.set_weights(layer.get_weights())
+    np.testing.assert_allclose(pieced(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_max_kernel_taps_validation_and_config():
+    with pytest.raises(ValueError, match="max_kernel_taps"):
+        MultiScaleChannelConv((3, 5), max_kernel_taps=0)
+    layer = MultiScaleChannelConv((3, 9), max_kernel_taps=25)
+    assert MultiScaleChannelConv.from_config(layer.get_config()).max_kernel_taps == 25

@@ -118,14 +118,17 @@ def mdnet_micro():
 
 
 @functools.lru_cache(maxsize=None)
-def converted(which, mode, io_type="int8"):
-    """`.tflite` bytes of `toy` or `mdnet_micro` (calibrated on real images)."""
+def converted(which, mode, io_type="int8", max_depthwise_taps=25):
+    """`.tflite` bytes of `toy` or `mdnet_micro` (calibrated on real images).
+
+    `max_depthwise_taps=None` keeps the large kernels whole, as the convert
+    command does for TFLite Micro (`--micro_out`)."""
     from mdnet_keras.export import tflite as tfl
 
     model = toy()[0] if which == "toy" else mdnet_micro()[0]
     x = cifar()[0]
     return tfl.convert_model(model, mode, rep_images=x[5000:], num_calibration=100,
-                             io_type=io_type)
+                             io_type=io_type, max_depthwise_taps=max_depthwise_taps)
 
 
 # ---------------------------------------------------------------------------
@@ -198,6 +201,57 @@ def test_mdnet_micro_int8_agreement_and_integer_only():
                     "fit: agreement not checked (float islands were)")
     assert report["argmax_agreement"] >= MDNET_INT8_AGREEMENT, report
 
+
+
+def depthwise_taps(tflite_bytes):
+    from mdnet_keras.export import tflite as tfl
+
+    return [op["inputs"][1]["shape"][1] * op["inputs"][1]["shape"][2]
+            for op in tfl.describe_ops(tflite_bytes)
+            if op["op"] == "DEPTHWISE_CONV_2D"]
+
+
+def test_large_depthwise_kernels_are_pieced_by_default():
+    import keras
+
+    from mdnet_keras import MDNet
+    from mdnet_keras.export import LiteRTRunner
+    from mdnet_keras.export import tflite as tfl
+
+    keras.utils.set_random_seed(3)
+    model = MDNet(num_classes=10, variant="mdnet_micro")  # kernels 3, 5, 7, 9
+    pieced = tfl.convert_model(model, "float32")
+    whole = tfl.convert_model(model, "float32", max_depthwise_taps=None)
+    assert max(depthwise_taps(whole)) == 81
+    assert max(depthwise_taps(pieced)) <= tfl.XNNPACK_DEPTHWISE_TAPS
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3))
+    x = x.astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    for data in (pieced, whole):
+        np.testing.assert_allclose(LiteRTRunner(data).predict(x), expected,
+                                   rtol=1e-4, atol=1e-5)
+    # The rebuild leaves models without large kernels alone.
+    assert tfl.with_small_depthwise_kernels(toy()[0]) is toy()[0]
+
+
+def test_int8_matmul_operands_are_symmetric_and_run_in_xnnpack():
+    from benchmarks.run import xnnpack_partitions
+    from mdnet_keras.export import tflite as tfl
+
+    model, _ = toy()
+    x, _, xt, yt, _ = cifar()
+    plain = tfl.convert_model(model, "int8", rep_images=x[5000:],
+                              num_calibration=100, symmetric_matmul=False)
+    edited, changed = tfl.symmetric_matmul_operands(plain)
+    assert changed > 0
+    assert edited == converted("toy", "int8")
+    assert tfl.symmetric_matmul_operands(edited) == (edited, 0)
+    for data in (edited, converted("mdnet", "int8")):
+        left_out = xnnpack_partitions(data)["left_out_by_type"]
+        assert "BATCH_MATMUL" not in left_out, left_out
+    assert "BATCH_MATMUL" in xnnpack_partitions(plain)["left_out_by_type"]
+    report = tfl.validate_tflite(model, edited, "int8", xt[:500], yt[:500])
+    assert report["argmax_agreement"] >= AGREEMENT["int8"], report
 
 def test_export_writes_report_labels_and_preprocessing(tmp_path):
     from mdnet_keras.export import tflite as tfl

@@ -27,6 +27,134 @@ def split_channels(channels, num_groups):
     return [channels // num_groups] * num_groups
 
 
+def same_padding(size, kernel_size, strides):
+    """Output size and (before, after) padding of a "same" convolution.
+
+    Args:
+        size: int, input size along one spatial axis.
+        kernel_size: int, kernel size along that axis.
+        strides: int, the stride.
+
+    Returns:
+        A tuple `(output_size, pad_before, pad_after)`, as TensorFlow and
+        TFLite pad: the odd pixel goes after.
+    """
+    output_size = -(-size // strides)
+    total = max((output_size - 1) * strides + kernel_size - size, 0)
+    return output_size, total // 2, total - total // 2
+
+
+def live_kernel_range(size, kernel_size, strides):
+    """The kernel rows of a "same" convolution that ever touch a real pixel.
+
+    Rows outside the range only ever multiply padding (a 9x9 kernel on a
+    4x4 map, say, reaches real pixels with its central 7x7 only), so
+    dropping them changes nothing.
+
+    Args:
+        size: int, input size along one spatial axis.
+        kernel_size: int, kernel size along that axis.
+        strides: int, the stride.
+
+    Returns:
+        A tuple `(start, stop, output_size, pad_before, pad_after)`: the live
+        rows are `start:stop`, and the padding is what a "valid"
+        convolution with those rows needs to give the "same" result.
+    """
+    output_size, before, _ = same_padding(size, kernel_size, strides)
+    start = max(0, before - strides * (output_size - 1))
+    stop = min(kernel_size, size + before)
+    after = max(0, strides * (output_size - 1) + stop - before - size)
+    return start, stop, output_size, before - start, after
+
+
+def kernel_pieces(height, width, max_taps):
+    """Tiles a `height x width` kernel with rectangles of at most `max_taps`.
+
+    Bands of full-height columns (as wide as `max_taps` allows), the rows
+    left below them in a band of their own: the tiling with the fewest
+    pieces, then the fewest pieces of more than 9 taps, over all column
+    widths. A 7x7 kernel and 25 taps give three pieces (7x3, 7x3, 7x1), a
+    9x9 kernel four (8x3 three times, 1x9).
+
+    Args:
+        height: int, kernel height.
+        width: int, kernel width.
+        max_taps: int, the most taps (height * width) of one piece.
+
+    Returns:
+        A list of `(row_start, row_stop, col_start, col_stop)` tuples.
+    """
+    if height * width <= max_taps:
+        return [(0, height, 0, width)]
+    best = None
+    for piece_width in range(1, min(width, max_taps) + 1):
+        piece_height = min(height, max_taps // piece_width)
+        body = height // piece_height * piece_height
+        pieces = [
+            (row, row + piece_height, col, min(col + piece_width, width))
+            for row in range(0, body, piece_height)
+            for col in range(0, width, piece_width)
+        ]
+        if body < height:
+            rest_width = max(1, max_taps // (height - body))
+            pieces += [
+                (body, height, col, min(col + rest_width, width))
+                for col in range(0, width, rest_width)
+            ]
+        key = (
+            len(pieces),
+            sum((r1 - r0) * (c1 - c0) > 9 for r0, r1, c0, c1 in pieces),
+        )
+        if best is None or key < best[0]:
+            best = (key, pieces)
+    return best[1]
+
+
+def pieced_depthwise_conv(inputs, kernel, strides, max_taps):
+    """A "same" depthwise convolution as a sum of small-kernel ones.
+
+    The kernel's dead rows and columns (see `live_kernel_range`) are
+    dropped, the input is padded once, and each rectangle of
+    `kernel_pieces` is a "valid" depthwise convolution over its own window
+    of the padded input; the results are summed. Equal to
+    `ops.depthwise_conv(inputs, kernel, strides, padding="same")` up to
+    float rounding.
+
+    Args:
+        inputs: tensor `(batch, height, width, channels)` with a static
+            height and width.
+        kernel: tensor `(k, k, channels, 1)`.
+        strides: int, the stride.
+        max_taps: int, the most taps of one piece.
+
+    Returns:
+        The convolution's output.
+    """
+    height, width = inputs.shape[1], inputs.shape[2]
+    row0, row1, out_h, top, bottom = live_kernel_range(
+        height, kernel.shape[0], strides
+    )
+    col0, col1, out_w, left, right = live_kernel_range(
+        width, kernel.shape[1], strides
+    )
+    kernel = kernel[row0:row1, col0:col1]
+    padded = ops.pad(inputs, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    outputs = None
+    for r0, r1, c0, c1 in kernel_pieces(row1 - row0, col1 - col0, max_taps):
+        window = padded[
+            :,
+            r0 : r0 + strides * (out_h - 1) + r1 - r0,
+            c0 : c0 + strides * (out_w - 1) + c1 - c0,
+            :,
+        ]
+        piece = ops.depthwise_conv(
+            window, kernel[r0:r1, c0:c1], strides=strides, padding="valid"
+        )
+        outputs = piece if outputs is None else outputs + piece
+    return outputs
+
+
 @keras.saving.register_keras_serializable(package="mdnet")
 class MultiScaleChannelConv(keras.layers.Layer):
     """Depthwise convolution with a different kernel size per channel group.
@@ -52,6 +180,17 @@ class MultiScaleChannelConv(keras.layers.Layer):
         use_bias: bool, whether to add a bias. Defaults to `False`.
         kernel_initializer: initializer for the depthwise kernels.
             Defaults to `"he_normal"`.
+        max_kernel_taps: optional int. When set, a group whose kernel has
+            more taps (k * k) than this is computed as a sum of depthwise
+            convolutions over rectangular pieces of its kernel, each with at
+            most this many taps (see `pieced_depthwise_conv`): the same
+            result up to float rounding, from the same weights. It is an
+            export setting: XNNPACK, LiteRT's CPU delegate, runs depthwise
+            kernels of up to 25 taps with fast single-pass code and larger
+            ones (7x7, 9x9) several times slower per tap, so
+            `mdnet_keras.export.convert_model` sets 25. Inputs with a
+            dynamic height or width get one convolution per group anyway.
+            Defaults to `None`: one depthwise convolution per group.
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -75,6 +214,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
         strides=1,
         use_bias=False,
         kernel_initializer="he_normal",
+        max_kernel_taps=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,6 +240,14 @@ class MultiScaleChannelConv(keras.layers.Layer):
         self.strides = strides
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if max_kernel_taps is not None and (
+            int(max_kernel_taps) != max_kernel_taps or max_kernel_taps < 1
+        ):
+            raise ValueError(
+                "`max_kernel_taps` must be None or a positive int. Received: "
+                f"max_kernel_taps={max_kernel_taps}"
+            )
+        self.max_kernel_taps = max_kernel_taps
 
     def group_sizes(self, channels):
         """Returns the number of channels of each kernel group."""
@@ -134,9 +282,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
     def call(self, inputs):
         groups = self._split(inputs)
         outputs = [
-            ops.depthwise_conv(
-                group, kernel, strides=self.strides, padding="same"
-            )
+            self._depthwise(group, kernel)
             for group, kernel in zip(groups, self.kernels)
         ]
         outputs = (
@@ -145,6 +291,20 @@ class MultiScaleChannelConv(keras.layers.Layer):
         if self.bias is not None:
             outputs = outputs + self.bias
         return outputs
+
+    def _depthwise(self, inputs, kernel):
+        size = kernel.shape[0]
+        if (
+            self.max_kernel_taps is None
+            or size * size <= self.max_kernel_taps
+            or None in inputs.shape[1:3]
+        ):
+            return ops.depthwise_conv(
+                inputs, kernel, strides=self.strides, padding="same"
+            )
+        return pieced_depthwise_conv(
+            inputs, kernel, self.strides, self.max_kernel_taps
+        )
 
     def _split(self, inputs):
         # Equal groups split by count (TFLite SPLIT), others by slicing
@@ -190,6 +350,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
+                "max_kernel_taps": self.max_kernel_taps,
             }
         )
         return config
