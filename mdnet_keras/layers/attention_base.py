@@ -7,6 +7,8 @@ softmax and normalisation run in float32 under mixed precision.
 import keras
 from keras import ops
 
+from mdnet_keras.layers.initializers import unshared
+
 
 class SelfAttentionBase(keras.layers.Layer):
     """Self-attention over a token sequence `(batch, tokens, channels)`.
@@ -60,7 +62,7 @@ class SelfAttentionBase(keras.layers.Layer):
             layer = keras.layers.Dense(
                 units,
                 use_bias=self.use_bias,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=unshared(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

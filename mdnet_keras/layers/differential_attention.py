@@ -87,11 +87,10 @@ class DifferentialAttention(SelfAttentionBase):
 
     def build(self, input_shape):
         super().build(input_shape)
-        initializer = keras.initializers.RandomNormal(stddev=0.1)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             self.add_weight(
                 shape=(self.key_dim,),
-                initializer=initializer,
+                initializer=keras.initializers.RandomNormal(stddev=0.1),
                 dtype="float32",
                 name=name,
             )

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from mdnet_keras.layers.initializers import unshared
+
 
 def split_channels(channels, num_groups):
     """Splits `channels` into `num_groups` equal groups.
@@ -266,7 +268,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
         self.kernels = [
             self.add_weight(
                 shape=(size, size, group, 1),
-                initializer=self.kernel_initializer,
+                initializer=unshared(self.kernel_initializer),
                 name=f"kernel_{size}x{size}",
             )
             for size, group in zip(
