@@ -28,7 +28,8 @@ For every model of `benchmarks/baselines.py` (or `--models`):
    >= 100 invokes at 1 and 2 threads, every (model, mode, threads) in turn
    in rounds, again so that load hits all of them.
 5. `micro`: TFLite Micro's smallest tensor arena and the flash (model bytes)
-   of every int8 model (`mdnet_keras.export.micro.find_min_arena`).
+   of every int8 model as the convert command makes it for TFLite Micro
+   (large depthwise kernels whole; `mdnet_keras.export.micro.find_min_arena`).
 
 Results go to `<out>/<suite>.json` after every finished entry (a rerun of the
 same command resumes and skips finished entries; `--fresh` starts over),
@@ -738,56 +739,6 @@ def recipe_facts(budget):
 # ---------------------------------------------------------------------------
 
 
-def xnnpack_partitions(tflite_bytes, num_threads=1):
-    """XNNPACK partitions and the ops left out of them.
-
-    The interpreter (ai-edge-litert, default resolver, which applies the
-    XNNPACK delegate) lists the model's original nodes and then one node
-    named `DELEGATE` per partition that XNNPACK took. A partition's node
-    lists its outside inputs and its outputs; walking back from its outputs
-    to those inputs finds the original ops it replaced. The ops no
-    partition holds run on TFLite's own kernels.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
-    it.allocate_tensors()
-    nodes = it._get_ops_details()
-    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
-    original = [n for n in nodes if n["op_name"] != "DELEGATE"]
-    producer = {}
-    for n in original:
-        for t in n["outputs"]:
-            producer[int(t)] = n["index"]
-    by_index = {n["index"]: n for n in original}
-    delegated = set()
-    for d in delegates:
-        boundary = set(int(t) for t in d["inputs"])
-        stack = [producer[int(t)] for t in d["outputs"] if int(t) in producer]
-        while stack:
-            i = stack.pop()
-            if i in delegated:
-                continue
-            delegated.add(i)
-            for t in by_index[i]["inputs"]:
-                t = int(t)
-                if t < 0 or t in boundary or t not in producer:
-                    continue
-                stack.append(producer[t])
-    left_out = [n for n in original if n["index"] not in delegated]
-    counts = {}
-    for n in left_out:
-        counts[n["op_name"]] = counts.get(n["op_name"], 0) + 1
-    return {
-        "ops": len(original),
-        "partitions": len(delegates),
-        "delegated_ops": len(delegated),
-        "left_out_ops": len(left_out),
-        "left_out_by_type": counts,
-        "left_out": [f"{n['index']}:{n['op_name']}" for n in left_out][:60],
-    }
-
-
 def op_types(tflite_bytes):
     from mdnet_keras.export import describe_ops
 
@@ -805,15 +756,23 @@ def run_tflite_top1(tflite_bytes, x, y, num_threads=2):
     return pred, float((pred == y).mean())
 
 
-def tflite_entry(name, mode, d, budget, tmp_dir):
+def cifar_trained_model(name, d, tmp_dir):
+    """The float32 model trained in the CIFAR-10 accuracy entry (seed 0)."""
     import keras
 
     from benchmarks.baselines import build_model
-    from mdnet_keras.export import convert_model
 
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(name, d["x_train"].shape[1:], d["num_classes"])
     model.load_weights(weights_file(tmp_dir, name, "cifar10", 0))
+    return model
+
+
+def tflite_entry(name, mode, d, budget, tmp_dir):
+    from mdnet_keras.export import convert_model
+    from mdnet_keras.export import xnnpack_partitions
+
+    model = cifar_trained_model(name, d, tmp_dir)
     started = time.time()
     tflite_bytes = convert_model(
         model, mode, rep_images=d["x_train"] if mode == "int8" else None,
@@ -904,12 +863,21 @@ def latency_entry(models, budget, tmp_dir, clock):
 # ---------------------------------------------------------------------------
 
 
-def micro_entry(name, tmp_dir):
+def micro_entry(name, d, budget, tmp_dir):
+    """Arena and flash of the int8 model a microcontroller gets.
+
+    That is the convert command's `--micro_out` model: the large depthwise
+    kernels stay whole (the pieces that XNNPACK needs only cost arena in
+    TFLite Micro), so it is converted here rather than read from the int8
+    entry.
+    """
+    from mdnet_keras.export import convert_model
     from mdnet_keras.export import micro
 
-    path = os.path.join(tmp_dir, f"{name}_int8.tflite")
-    with open(path, "rb") as f:
-        content = f.read()
+    content = convert_model(
+        cifar_trained_model(name, d, tmp_dir), "int8",
+        rep_images=d["x_train"], num_calibration=budget["calibration_images"],
+        max_depthwise_taps=None)
     try:
         arena = micro.find_min_arena(content)
     except Exception as e:  # unsupported op, or no TFLM wheel
@@ -1016,7 +984,8 @@ def run_suite(suite, models=None, out="benchmarks/results", deadline_minutes=Non
                             models=have), optional=False)
     for name in have:
         cached(results, clock, ("models", name, "micro"),
-               lambda: micro_entry(name, tmp_dir), optional=False)
+               lambda: micro_entry(name, data["cifar10"], budget, tmp_dir),
+               optional=False)
     if "neu" in data:
         for seed in neu_seeds:
             for name in models:

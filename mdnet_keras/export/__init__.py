@@ -16,6 +16,7 @@ from mdnet_keras.export.tflite import describe_ops
 from mdnet_keras.export.tflite import export_tflite
 from mdnet_keras.export.tflite import load_keras_model
 from mdnet_keras.export.tflite import validate_tflite
+from mdnet_keras.export.tflite import xnnpack_partitions
 
 __all__ = [
     "MODES",
@@ -30,4 +31,5 @@ __all__ = [
     "export_tflite",
     "load_keras_model",
     "validate_tflite",
+    "xnnpack_partitions",
 ]

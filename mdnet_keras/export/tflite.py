@@ -651,6 +651,56 @@ def find_float_ops(ops, allow_io_boundary=False, graph_io=()):
 # ---------------------------------------------------------------------------
 
 
+def xnnpack_partitions(tflite_bytes, num_threads=1):
+    """XNNPACK partitions and the ops left out of them.
+
+    The interpreter (ai-edge-litert, default resolver, which applies the
+    XNNPACK delegate) lists the model's original nodes and then one node
+    named `DELEGATE` per partition that XNNPACK took. A partition's node
+    lists its outside inputs and its outputs; walking back from its outputs
+    to those inputs finds the original ops it replaced. The ops no
+    partition holds run on TFLite's own kernels.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+    it.allocate_tensors()
+    nodes = it._get_ops_details()
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    original = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    producer = {}
+    for n in original:
+        for t in n["outputs"]:
+            producer[int(t)] = n["index"]
+    by_index = {n["index"]: n for n in original}
+    delegated = set()
+    for d in delegates:
+        boundary = set(int(t) for t in d["inputs"])
+        stack = [producer[int(t)] for t in d["outputs"] if int(t) in producer]
+        while stack:
+            i = stack.pop()
+            if i in delegated:
+                continue
+            delegated.add(i)
+            for t in by_index[i]["inputs"]:
+                t = int(t)
+                if t < 0 or t in boundary or t not in producer:
+                    continue
+                stack.append(producer[t])
+    left_out = [n for n in original if n["index"] not in delegated]
+    counts = {}
+    for n in left_out:
+        counts[n["op_name"]] = counts.get(n["op_name"], 0) + 1
+    return {
+        "ops": len(original),
+        "partitions": len(delegates),
+        "delegated_ops": len(delegated),
+        "left_out_ops": len(left_out),
+        "left_out_by_type": counts,
+        "left_out": [f"{n['index']}:{n['op_name']}" for n in left_out][:60],
+    }
+
+
 def quantize_input(images, detail):
     """Maps float pixels to the input tensor's dtype using its scale/zero point."""
     dtype = np.dtype(detail["dtype"])
@@ -801,6 +851,8 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
         "io": io_details(tflite_bytes),
         "custom_or_flex_ops": custom,
     }
+    if not custom:
+        report["xnnpack"] = xnnpack_partitions(tflite_bytes)
     if custom:
         raise ConversionError(
             f"{mode} model contains custom/Flex ops {custom}; they do not run "
@@ -870,6 +922,13 @@ def format_report(report):
     ]
     if report.get("float_ops") is not None:
         lines.append(f"float islands: {len(report['float_ops'])}")
+    if "xnnpack" in report:
+        left_out = report["xnnpack"]["left_out_by_type"]
+        lines.append(
+            f"XNNPACK (LiteRT's CPU delegate): {report['xnnpack']['partitions']}"
+            " partition(s); ops left to TFLite's own kernels: "
+            + (", ".join(f"{k}x{v}" for k, v in sorted(left_out.items()))
+               or "none"))
     if "keras_top1" in report:
         lines.append(
             f"top-1 keras {100 * report['keras_top1']:.2f}%  tflite "
