@@ -25,7 +25,7 @@ extern const char* kCategoryLabels[kCategoryCount];
 // ask for scratch buffers the reference kernels do not, and pointers are 4
 // bytes instead of 8: add a margin (see tflite/README.md) and measure on the
 // target with RecordingMicroInterpreter.
-constexpr int kMeasuredTensorArenaSize = 165664;
+constexpr int kMeasuredTensorArenaSize = 175016;
 constexpr int kTensorArenaMargin = 0;
 constexpr int kTensorArenaSize = kMeasuredTensorArenaSize + kTensorArenaMargin;
 
