@@ -180,23 +180,34 @@ def _uses_non_float32_policy(model):
     return False
 
 
-def _force_float32(obj):
-    """Rewrites every dtype policy in a serialized config to float32."""
+def _edit_config(obj, edit):
+    """Applies `edit` to every dict of a serialized config, innermost first."""
     if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if k == "dtype" and (
-                isinstance(v, dict) and "Policy" in str(v.get("class_name", ""))
-            ):
-                out[k] = "float32"
-            elif k == "dtype" and v in ("mixed_float16", "mixed_bfloat16"):
-                out[k] = "float32"
-            else:
-                out[k] = _force_float32(v)
-        return out
+        return edit({k: _edit_config(v, edit) for k, v in obj.items()})
     if isinstance(obj, list):
-        return [_force_float32(v) for v in obj]
+        return [_edit_config(v, edit) for v in obj]
     return obj
+
+
+def _rebuild(model, edit):
+    """A new model from `model`'s config edited by `edit`, same weights."""
+    import keras
+
+    config = _edit_config(keras.saving.serialize_keras_object(model), edit)
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _float32_dtypes(config):
+    """A config dict with any mixed-precision dtype policy set to float32."""
+    def mixed(value):
+        if isinstance(value, dict):
+            return "Policy" in str(value.get("class_name", ""))
+        return value in ("mixed_float16", "mixed_bfloat16")
+
+    return {k: "float32" if k == "dtype" and mixed(v) else v
+            for k, v in config.items()}
 
 
 def as_float32_model(model):
@@ -212,31 +223,15 @@ def as_float32_model(model):
 
     if not _uses_non_float32_policy(model):
         return model
-    config = _force_float32(keras.saving.serialize_keras_object(model))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        rebuilt = keras.saving.deserialize_keras_object(config)
+        rebuilt = _rebuild(model, _float32_dtypes)
     finally:
         keras.config.set_dtype_policy(previous)
-    rebuilt.set_weights(model.get_weights())
     if _uses_non_float32_policy(rebuilt):
         raise ConversionError("Could not rebuild the model under float32.")
     return rebuilt
-
-
-def _set_max_kernel_taps(obj, max_taps):
-    """Sets `max_kernel_taps` on every MultiScaleChannelConv of a config."""
-    if isinstance(obj, dict):
-        out = {k: _set_max_kernel_taps(v, max_taps) for k, v in obj.items()}
-        if obj.get("class_name") == "MultiScaleChannelConv" and isinstance(
-            obj.get("config"), dict
-        ):
-            out["config"]["max_kernel_taps"] = max_taps
-        return out
-    if isinstance(obj, list):
-        return [_set_max_kernel_taps(v, max_taps) for v in obj]
-    return obj
 
 
 def with_small_depthwise_kernels(model, max_taps=XNNPACK_DEPTHWISE_TAPS):
@@ -263,8 +258,6 @@ def with_small_depthwise_kernels(model, max_taps=XNNPACK_DEPTHWISE_TAPS):
     Raises:
         ConversionError: the model cannot be rebuilt from its config.
     """
-    import keras
-
     from mdnet_keras.layers import MultiScaleChannelConv
 
     def needs_pieces(layer):
@@ -274,12 +267,15 @@ def with_small_depthwise_kernels(model, max_taps=XNNPACK_DEPTHWISE_TAPS):
 
     if not any(needs_pieces(l) for l in model._flatten_layers(include_self=False)):
         return model
+    def set_max_taps(config):
+        if config.get("class_name") == "MultiScaleChannelConv" and isinstance(
+            config.get("config"), dict
+        ):
+            config["config"]["max_kernel_taps"] = max_taps
+        return config
+
     try:
-        config = _set_max_kernel_taps(
-            keras.saving.serialize_keras_object(model), max_taps
-        )
-        rebuilt = keras.saving.deserialize_keras_object(config)
-        rebuilt.set_weights(model.get_weights())
+        rebuilt = _rebuild(model, set_max_taps)
     except Exception as e:  # serialization errors are many types
         raise ConversionError(
             "Could not rebuild the model with small depthwise kernels "
@@ -1060,7 +1056,6 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
     report["max_depthwise_taps"] = max_depthwise_taps
     if mode == "int8":
         report["symmetric_matmul"] = bool(symmetric_matmul)
-    if mode == "int8":
         report["io_type"] = io_type
         report["num_calibration"] = int(min(num_calibration, len(x_train)))
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
