@@ -1,5 +1,6 @@
 """The tool that trained the shipped weights: train, then evaluate here."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -46,3 +47,20 @@ def test_train_checkpoints_and_evaluate_reports(tmp_path):
     # The weights came back: evaluating them gives the training run's figure.
     np.testing.assert_allclose(results["top1"],
                                report["test_on_this_copy"]["top1"])
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("gpu_train_cifar10", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_budget_guard_does_not_count_compilation_as_an_epoch():
+    # The bug: a 206 s first epoch (compilation) against 270 s left stopped
+    # MDNet after 1 of 10 epochs that took about 8 s each.
+    overruns = load_tool().next_epoch_overruns
+    assert not overruns([{"seconds": 206.0}], remaining_s=270.0)
+    assert not overruns([{"seconds": 206.0}, {"seconds": 8.0}], 270.0)
+    assert overruns([{"seconds": 206.0}, {"seconds": 8.0}], 10.0)
+    assert overruns([{"seconds": 206.0}], remaining_s=0.0)
