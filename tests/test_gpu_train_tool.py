@@ -35,6 +35,7 @@ def test_train_checkpoints_and_evaluate_reports(tmp_path):
     report = json.loads((out / "resnet20.report.json").read_text())
     assert report["epochs_done"] == 2
     assert report["train_images"] == 300
+    assert report["drop_path_rate"] == 0.0  # baselines have none
     assert [row["epoch"] for row in report["history"]] == [1, 2]
     assert set(report["test_on_this_copy"]) == {"loss", "top1", "top5"}
 

@@ -136,6 +136,8 @@ def train(args):
         "batch_size": BATCH,
         "peak_learning_rate": peak,
         "seed": args.seed,
+        "drop_path_rate": (args.drop_path_rate if args.model == "mdnet"
+                           else 0.0),
         "history": history,
         "train_wall_s": time.time() - started,
     }
