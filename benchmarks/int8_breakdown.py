@@ -189,8 +189,8 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(
         "benchmarks", "results", "int8_breakdown"))
     args = parser.parse_args(argv)
-    command = "python benchmarks/int8_breakdown.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/int8_breakdown.py",
+                        *(sys.argv[1:] if argv is None else argv)])
     results = measure(BUDGETS["quick" if args.quick else "full"])
     results["command"] = command
     os.makedirs(args.out, exist_ok=True)
