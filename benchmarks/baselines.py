@@ -25,6 +25,11 @@ all models share one input pipeline and one TFLite path.
   1x1 head conv is narrowed from 1024 to 969 channels (270 parameters per
   channel) to compensate, which leaves it within 0.01% of MDNet. The
   backbone widths, depths and heads are unchanged.
+- `mdnet_kernels_3_5`, `mdnet_kernels_3`: MDNet with small kernels only
+  (`kernel_sizes=(3, 5)` and `(3,)`), the int8 latency options: XNNPACK runs
+  depthwise kernels of up to 25 taps on its fast path, so these need no
+  kernel pieces (`benchmarks/int8_breakdown.py`). Not size-matched: 44,544
+  and 59,392 fewer parameters than MDNet (-1.9% and -2.6%).
 - `mdnet_micro`: the microcontroller variant, small and fast: what the quick
   suite and the tests use.
 """
@@ -283,6 +288,14 @@ MODELS = {
             f"{SINGLE_KERNEL_SIZE} kernel, head narrowed to "
             f"{SINGLE_KERNEL_HEAD_CHANNELS}"
         ),
+    },
+    "mdnet_kernels_3_5": {
+        "build": mdnet_builder(variant="mdnet", kernel_sizes=(3, 5)),
+        "description": "MDNet with kernels 3/5 only (int8 latency option)",
+    },
+    "mdnet_kernels_3": {
+        "build": mdnet_builder(variant="mdnet", kernel_sizes=(3,)),
+        "description": "MDNet with 3x3 kernels only (int8 latency option)",
     },
     "mdnet_micro": {
         "build": mdnet_builder(variant="mdnet_micro"),

@@ -19,6 +19,8 @@ NAMES = {
     "resnet56": "ResNet-56",
     "mdnet_standard_attention": "MDNet, standard attention",
     "mdnet_single_kernel": "MDNet, single 7x7 kernel",
+    "mdnet_kernels_3_5": "MDNet, kernels 3/5",
+    "mdnet_kernels_3": "MDNet, kernels 3x3",
     "mdnet_micro": "MDNet micro",
 }
 
