@@ -80,8 +80,8 @@ def evaluate(model, data):
 def next_epoch_overruns(history, remaining_s):
     """Whether one more epoch is expected to outrun the wall-clock budget.
 
-    The first epoch's time includes compilation (over 200 s for MDNet with
-    six trainings compiling at once, against about 8 s an epoch after), so
+    The first epoch's time includes compilation (about 190 s for MDNet with
+    six trainings compiling at once, against about 10 s an epoch after), so
     the estimate comes from the latest later epoch; after the first epoch
     only an exhausted budget stops the run.
     """
