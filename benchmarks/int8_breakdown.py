@@ -20,6 +20,7 @@ Usage:
 """
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -42,8 +43,13 @@ BUDGETS = {
 }
 
 
+Variant = collections.namedtuple("Variant",
+                                 ["description", "build", "convert_kwargs"])
+
+
 def without_attention(model):
-    """A copy of `model` whose attention layers pass their input through."""
+    """A re-initialised copy of `model` whose attention layers pass their
+    input through (the weights are new: this is for timing only)."""
     import keras
 
     from mdnet_keras.layers.attention_base import SelfAttentionBase
@@ -56,46 +62,50 @@ def without_attention(model):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def variants(base):
-    """name -> (description, model builder, convert_model keyword args)."""
+def seeded(build):
+    """`build`, called after seeding every generator with 0."""
     import keras
 
+    def seeded_build():
+        keras.utils.set_random_seed(0)
+        return build()
+
+    return seeded_build
+
+
+def variants(base, reference):
+    """name -> `Variant`: MDNet `base` as exported and changed one way at a
+    time, then the `reference` benchmark model."""
     import mdnet_keras
 
     def mdnet(**kwargs):
-        keras.utils.set_random_seed(0)
-        return mdnet_keras.MDNet(num_classes=10, variant=base, **kwargs)
+        return seeded(lambda: mdnet_keras.MDNet(num_classes=10, variant=base,
+                                                **kwargs))
 
     return {
-        base: ("export defaults: kernels in pieces of <= 25 taps, "
-               "symmetric matmul operands", mdnet, {}),
-        f"{base}_whole_kernels": ("kernels kept whole "
-                                  "(max_depthwise_taps=None)", mdnet,
-                                  {"max_depthwise_taps": None}),
-        f"{base}_asymmetric_matmul": ("matmul operands as the converter "
-                                      "leaves them (symmetric_matmul=False)",
-                                      mdnet, {"symmetric_matmul": False}),
-        f"{base}_3x3_kernels": ("all multi-scale kernels 3x3 "
-                                "(kernel_sizes=(3,))",
-                                lambda: mdnet(kernel_sizes=(3,)), {}),
-        f"{base}_3_5_kernels": ("kernels 3x3 and 5x5 only, no pieces "
-                                "needed (kernel_sizes=(3, 5))",
-                                lambda: mdnet(kernel_sizes=(3, 5)), {}),
-        f"{base}_no_attention": ("every attention layer replaced by an "
-                                 "identity", lambda: without_attention(
-                                     mdnet()), {}),
+        base: Variant("export defaults: kernels in pieces of <= 25 taps, "
+                      "symmetric matmul operands", mdnet(), {}),
+        f"{base}_whole_kernels": Variant(
+            "kernels kept whole (max_depthwise_taps=None)", mdnet(),
+            {"max_depthwise_taps": None}),
+        f"{base}_asymmetric_matmul": Variant(
+            "matmul operands as the converter leaves them "
+            "(symmetric_matmul=False)", mdnet(), {"symmetric_matmul": False}),
+        f"{base}_kernels_3_5": Variant(
+            "kernels 3x3 and 5x5 only, no pieces needed "
+            "(kernel_sizes=(3, 5))", mdnet(kernel_sizes=(3, 5)), {}),
+        f"{base}_kernels_3": Variant(
+            "all multi-scale kernels 3x3 (kernel_sizes=(3,))",
+            mdnet(kernel_sizes=(3,)), {}),
+        f"{base}_no_attention": Variant(
+            "every attention layer replaced by an identity",
+            seeded(lambda: without_attention(mdnet_keras.MDNet(
+                num_classes=10, variant=base))), {}),
+        reference: Variant(
+            f"reference: {baselines.MODELS[reference]['description']}",
+            seeded(lambda: baselines.build_model(reference, num_classes=10)),
+            {}),
     }
-
-
-def reference_variant(name):
-    def build():
-        import keras
-
-        keras.utils.set_random_seed(0)
-        return baselines.build_model(name, num_classes=10)
-
-    return {name: (f"reference: {baselines.MODELS[name]['description']}",
-                   build, {})}
 
 
 def convert_all(table, images, budget, tmp_dir, clock):
@@ -104,18 +114,18 @@ def convert_all(table, images, budget, tmp_dir, clock):
     from mdnet_keras.export import xnnpack_partitions
 
     facts = {}
-    for name, (description, build, kwargs) in table.items():
+    for name, variant in table.items():
         clock.log(f"converting {name}")
-        model = build()
+        model = variant.build()
         content = convert_model(model, "int8", rep_images=images,
                                 num_calibration=budget["calibration_images"],
-                                **kwargs)
+                                **variant.convert_kwargs)
         with open(os.path.join(tmp_dir, f"{name}_int8.tflite"), "wb") as f:
             f.write(content)
         facts[name] = {
-            "description": description,
+            "description": variant.description,
             "params": int(model.count_params()),
-            "convert_kwargs": dict(kwargs),
+            "convert_kwargs": dict(variant.convert_kwargs),
             "int8_bytes": len(content),
             "xnnpack": xnnpack_partitions(content),
         }
@@ -126,8 +136,7 @@ def measure(budget):
     from mdnet_keras.data.datasets import load_sample
 
     clock = run.Clock(deadline_minutes=float("inf"))
-    table = variants(budget["variant"])
-    table.update(reference_variant(budget["reference"]))
+    table = variants(budget["variant"], budget["reference"])
     images = load_sample().x_train
     with tempfile.TemporaryDirectory(prefix="mdnet_breakdown_") as tmp_dir:
         facts = convert_all(table, images, budget, tmp_dir, clock)
@@ -196,9 +205,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "int8_breakdown.json"), "w") as f:
         json.dump(run.jsonable(results), f, indent=1)
+    text = markdown(results, command)
     with open(os.path.join(args.out, "int8_breakdown.md"), "w") as f:
-        f.write(markdown(results, command))
-    print(markdown(results, command))
+        f.write(text)
+    print(text)
     return 0
 
 

@@ -25,6 +25,8 @@ from benchmarks import run  # noqa: E402
         ("mobilenetv2_x1_0", 100, 2_386_084),
         ("resnet20", 10, 271_098),
         ("resnet56", 10, 857_082),
+        ("mdnet_kernels_3_5", 10, 2_241_106),
+        ("mdnet_kernels_3", 10, 2_226_258),
     ],
 )
 def test_baseline_sizes(name, classes, params):
