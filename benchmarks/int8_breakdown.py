@@ -1,11 +1,10 @@
 """Where MDNet's int8 batch-1 latency goes, side by side in one run.
 
 MDNet is converted to full int8 with the export's defaults and with each
-default turned off, and with one part of the model changed at a time (all
-kernels 3x3; kernels 3x3 and 5x5 only; every attention layer replaced by an
-identity), then timed
-against MobileNetV2 x1.0 for CIFAR in the same interleaved rounds
-(`benchmarks.run.latency_entry`). Each variant also reports its XNNPACK
+default turned off, and with one part of the model changed at a time
+(kernels 3x3 and 5x5 only; all kernels 3x3; every attention layer replaced
+by an identity), then timed against MobileNetV2 x1.0 for CIFAR in the same
+interleaved rounds (`benchmarks.run.latency_entry`). Each variant also reports its XNNPACK
 partitions and the ops left out of them.
 
 Latency does not depend on the weights' values, so the models are untrained
@@ -78,9 +77,11 @@ def variants(base, reference):
     time, then the `reference` benchmark model."""
     import mdnet_keras
 
+    def model(**kwargs):
+        return mdnet_keras.MDNet(num_classes=10, variant=base, **kwargs)
+
     def mdnet(**kwargs):
-        return seeded(lambda: mdnet_keras.MDNet(num_classes=10, variant=base,
-                                                **kwargs))
+        return seeded(lambda: model(**kwargs))
 
     return {
         base: Variant("export defaults: kernels in pieces of <= 25 taps, "
@@ -99,8 +100,7 @@ def variants(base, reference):
             mdnet(kernel_sizes=(3,)), {}),
         f"{base}_no_attention": Variant(
             "every attention layer replaced by an identity",
-            seeded(lambda: without_attention(mdnet_keras.MDNet(
-                num_classes=10, variant=base))), {}),
+            seeded(lambda: without_attention(model())), {}),
         reference: Variant(
             f"reference: {baselines.MODELS[reference]['description']}",
             seeded(lambda: baselines.build_model(reference, num_classes=10)),
