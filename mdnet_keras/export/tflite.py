@@ -847,13 +847,12 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
         "io": io_details(tflite_bytes),
         "custom_or_flex_ops": custom,
     }
-    if not custom:
-        report["xnnpack"] = xnnpack_partitions(tflite_bytes)
     if custom:
         raise ConversionError(
             f"{mode} model contains custom/Flex ops {custom}; they do not run "
             "on plain LiteRT builtins, TFLite Micro or the Edge TPU."
         )
+    report["xnnpack"] = xnnpack_partitions(tflite_bytes)
     if mode in INTEGER_MODES:
         islands = find_float_ops(
             ops, allow_io_boundary=(mode == "int16x8"), graph_io=graph_io
