@@ -7,8 +7,9 @@ laptop CPU) and prints where the run folder is. The documented CIFAR recipe:
     python -m mdnet_keras train --dataset=cifar10 \
         --data=../shared/data/cifar10.npz --model=mdnet --out=runs/c10
 
-(200 epochs, global batch 128, AdamW peak LR 1e-3 with 5 warm-up epochs and
-cosine decay, weight decay 0.05, label smoothing 0.1). Your own images:
+(200 epochs at global batch 128 with the "long" recipe; `--recipe` and the
+optimisation flags choose another, see `mdnet_keras.training.recipe`). Your
+own images:
 
     python -m mdnet_keras train --dataset=folder --data=PATH/TO/IMAGES \
         --image_size=64 --batch_size=32 --model=mdnet_micro
@@ -22,6 +23,10 @@ import sys
 from absl import flags
 
 from mdnet_keras.training.recipe import BASE_BATCH_SIZE
+from mdnet_keras.training.recipe import LONG_BUDGET_EPOCHS
+from mdnet_keras.training.recipe import OPTIMIZERS
+from mdnet_keras.training.recipe import RECIPE_NAMES
+from mdnet_keras.training.recipe import SCHEDULES
 from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
@@ -74,38 +79,62 @@ _define(flags.DEFINE_string, "init_from", None,
 _define(flags.DEFINE_integer, "freeze_backbone_epochs", 0,
         "Train only the classifier for this many first epochs, then all.")
 # Optimisation.
+_define(flags.DEFINE_enum, "recipe", None, list(RECIPE_NAMES),
+        "Named training recipe (see mdnet_keras.training.recipe): fast "
+        "(SGD-Nesterov, one-cycle, label smoothing 0.2, weight EMA), long "
+        "(SGD-Nesterov, cosine), legacy (AdamW, cosine), or auto (fast "
+        f"below {LONG_BUDGET_EPOCHS} epochs, long from there). Default: auto "
+        "for CIFAR and .npz data, legacy for the sample and folders. Flags "
+        "below override single values of the recipe.")
 _define(flags.DEFINE_integer, "epochs", None,
         "Epochs (default: 200; 50 for folders; 10 for the sample).")
 _define(flags.DEFINE_integer, "batch_size", None,
         "Global batch size, split over replicas (default: 128; 32 for "
         "folders; 64 for the sample).")
+_define(flags.DEFINE_enum, "optimizer", None, list(OPTIMIZERS),
+        "Optimizer (default: the recipe's): sgd (Nesterov momentum) or "
+        "adamw.")
 _define(flags.DEFINE_float, "learning_rate", None,
-        f"Peak AdamW learning rate at a global batch of {BASE_BATCH_SIZE} "
-        "(default 1e-3; 2e-3 for the sample); the run uses "
+        f"Peak learning rate at a global batch of {BASE_BATCH_SIZE} "
+        "(default: the recipe's); the run uses "
         f"learning_rate * batch_size / {BASE_BATCH_SIZE} "
         "(see --scale_learning_rate).")
 _define(flags.DEFINE_boolean, "scale_learning_rate", True,
         "Scale the learning rate linearly with the global batch size.")
-_define(flags.DEFINE_float, "weight_decay", 0.05,
-        "AdamW weight decay (not applied to norms, biases, lambdas).")
+_define(flags.DEFINE_float, "weight_decay", None,
+        "Decoupled weight decay, not applied to norms, biases, lambdas "
+        "(default: the recipe's).")
+_define(flags.DEFINE_float, "momentum", None,
+        "SGD momentum (default: the recipe's).")
+_define(flags.DEFINE_enum, "schedule", None, list(SCHEDULES),
+        "Learning-rate shape after the linear warm-up: one_cycle (linear "
+        "decay) or cosine (default: the recipe's).")
 _define(flags.DEFINE_float, "warmup_epochs", None,
-        "Epochs of linear warm-up before cosine decay (default 5; 2 for "
-        "folders; 1 for the sample).")
+        "Epochs of linear warm-up (default: the recipe's; 2 for folders; 1 "
+        "for the sample).")
 _define(flags.DEFINE_float, "min_lr_ratio", 0.0,
-        "Final learning rate of the cosine decay, as a share of the peak.")
-_define(flags.DEFINE_float, "label_smoothing", 0.1,
-        "Label smoothing of the cross-entropy.")
+        "Final learning rate, as a share of the peak.")
+_define(flags.DEFINE_float, "label_smoothing", None,
+        "Label smoothing of the cross-entropy (default: the recipe's).")
+_define(flags.DEFINE_float, "ema_momentum", None,
+        "Momentum of the moving average of the weights that validation, "
+        "best.keras and model.weights.h5 use; 0 turns it off (default: the "
+        "recipe's).")
 _define(flags.DEFINE_float, "clipnorm", None,
         "Clip each gradient to this norm (default: no clipping).")
 _define(flags.DEFINE_string, "class_weight", "none",
         "Class weights for imbalanced data: none, balanced, or one number "
         "per class, comma-separated.")
+_define(flags.DEFINE_float, "time_budget_minutes", None,
+        "Wall-clock budget: stop before an epoch that would end past it, "
+        "then finish the run as usual (weights, metrics).")
 # Augmentation.
 _define(flags.DEFINE_integer, "crop_padding", None,
         "Random-crop padding in pixels (default: image height // 8; 0: off).")
 _define(flags.DEFINE_boolean, "flip", True, "Random horizontal flips.")
-_define(flags.DEFINE_boolean, "randaugment", False,
-        "Apply keras.layers.RandAugment to training batches.")
+_define(flags.DEFINE_boolean, "randaugment", None,
+        "Apply keras.layers.RandAugment to training batches (default: the "
+        "recipe's).")
 _define(flags.DEFINE_float, "mixup_alpha", 0.0, "MixUp Beta alpha (0: off).")
 _define(flags.DEFINE_float, "cutmix_alpha", 0.0,
         "CutMix Beta alpha (0: off).")

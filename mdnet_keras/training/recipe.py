@@ -1,18 +1,29 @@
-"""The training recipe: loss, optimizer, schedule, metrics, class weights.
+"""The training recipe: presets, loss, optimizer, schedule, metrics.
 
-The documented CIFAR recipe (every value has a `train` flag):
+A recipe is a named set of optimisation and augmentation values
+(`RECIPES`; every value also has its own `train` flag, which wins):
 
-- loss: `CategoricalCrossentropy(label_smoothing=0.1)` on one-hot labels
+- `"fast"`: budgets up to `LONG_BUDGET_EPOCHS` epochs, in the style of the
+  fastest public CIFAR recipes: SGD with Nesterov momentum, one-cycle
+  schedule (linear warm-up, then linear decay to 0), label smoothing 0.2,
+  an exponential moving average of the weights (the optimizer's `use_ema`),
+  pad-crop + flip;
+- `"long"`: 200-epoch budgets: SGD-Nesterov, warm-up then cosine decay,
+  label smoothing 0.1, RandAugment on top of crop + flip;
+- `"legacy"`: the first recipe of this package: AdamW (weight decay 0.05),
+  5 warm-up epochs then cosine decay, label smoothing 0.1, crop + flip.
+
+`"auto"` picks `"fast"` or `"long"` from the number of epochs. Which
+recipe wins at which budget is measured in `benchmarks/results/recipe/`.
+
+Common to all:
+
+- loss: `CategoricalCrossentropy(label_smoothing=...)` on one-hot labels
   (the paper's label smoothing; MixUp / CutMix mix the one-hot labels);
-- optimizer: AdamW, weight decay 0.05, not applied to norms, biases, the
-  `DifferentialAttention` lambda vectors (`lambda_q1`, `lambda_k1`,
-  `lambda_q2`, `lambda_k2`) and its `norm_scale`;
-- schedule: linear warm-up from 0 to the peak learning rate over the first
-  5 epochs, then cosine decay to `min_lr_ratio * peak` (0 by default) at the
-  last step (`keras.optimizers.schedules.CosineDecay` with warm-up);
+- weight decay (decoupled, Keras' `weight_decay`) is not applied to norms,
+  biases, the `DifferentialAttention` lambda vectors and its `norm_scale`;
 - peak learning rate: `learning_rate * global_batch / BASE_BATCH_SIZE`
-  (linear scaling; 1e-3 at a global batch of 128), where the global batch
-  is the sum over all replicas;
+  (linear scaling), where the global batch is the sum over all replicas;
 - metrics: top-1 and top-5 accuracy (`top1`, `top5`);
 - XLA (`jit_compile`) off on CPU, where XLA's depthwise convolutions are
   slow, on for GPUs and TPUs under TensorFlow, and always under JAX.
@@ -20,6 +31,7 @@ The documented CIFAR recipe (every value has a `train` flag):
 Nothing here imports TensorFlow: the recipe also runs under the JAX backend.
 """
 
+import dataclasses
 import re
 
 import keras
@@ -30,6 +42,121 @@ LABEL_SMOOTHING = 0.1
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
 WARMUP_EPOCHS = 5
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("one_cycle", "cosine")
+# `recipe="auto"` takes "long" from this many epochs on.
+LONG_BUDGET_EPOCHS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Optimisation and augmentation values of a named training recipe.
+
+    Args:
+        optimizer: `"sgd"` (Nesterov momentum) or `"adamw"`.
+        learning_rate: peak learning rate at a global batch of
+            `BASE_BATCH_SIZE`.
+        weight_decay: decoupled weight decay (Keras' `weight_decay`: each
+            step multiplies a weight by `1 - learning_rate * weight_decay`).
+        momentum: SGD momentum (ignored by AdamW).
+        schedule: `"one_cycle"` (linear warm-up, linear decay to the final
+            rate) or `"cosine"` (linear warm-up, cosine decay).
+        warmup_epochs: epochs of linear warm-up.
+        label_smoothing: label smoothing of the cross-entropy.
+        ema_fraction: share of the run's steps the weights' moving average
+            spans (`ema_momentum_for`), 0 for no average.
+        crop_padding: random-crop padding in pixels, None for height // 8.
+        randaugment: whether `keras.layers.RandAugment` runs on batches.
+    """
+
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    momentum: float
+    schedule: str
+    warmup_epochs: float
+    label_smoothing: float
+    ema_fraction: float
+    crop_padding: int
+    randaugment: bool
+
+
+# Keras' SGD decays weights decoupled from the momentum; 5e-3 here is what
+# the usual coupled L2 of 5e-4 amounts to under momentum 0.9 (5e-4 / 0.1).
+RECIPES = {
+    "fast": Recipe(optimizer="sgd", learning_rate=0.1, weight_decay=5e-3,
+                   momentum=0.9, schedule="one_cycle", warmup_epochs=2,
+                   label_smoothing=0.2, ema_fraction=0.1, crop_padding=None,
+                   randaugment=False),
+    "long": Recipe(optimizer="sgd", learning_rate=0.05, weight_decay=5e-3,
+                   momentum=0.9, schedule="cosine", warmup_epochs=5,
+                   label_smoothing=0.1, ema_fraction=0.0,
+                   crop_padding=None, randaugment=False),
+    "legacy": Recipe(optimizer="adamw", learning_rate=LEARNING_RATE,
+                     weight_decay=WEIGHT_DECAY, momentum=0.9,
+                     schedule="cosine", warmup_epochs=WARMUP_EPOCHS,
+                     label_smoothing=LABEL_SMOOTHING, ema_fraction=0.0,
+                     crop_padding=None, randaugment=False),
+}
+RECIPE_NAMES = ("auto",) + tuple(RECIPES)
+
+
+def get_recipe(name, epochs=None):
+    """The `Recipe` called `name`; `"auto"` chooses by `epochs`.
+
+    Args:
+        name: one of `RECIPE_NAMES`.
+        epochs: int, the run's epochs (needed for `"auto"`).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "auto":
+        if epochs is None:
+            raise ValueError("recipe='auto' needs the number of epochs.")
+        name = "long" if epochs >= LONG_BUDGET_EPOCHS else "fast"
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; choose one of "
+                         f"{', '.join(RECIPE_NAMES)}.")
+    return RECIPES[name]
+
+
+def ema_momentum_for(ema_fraction, total_steps):
+    """The EMA momentum whose average spans `ema_fraction` of the run.
+
+    An exponential moving average with momentum `m` spans about
+    `1 / (1 - m)` steps.
+
+    Example:
+    >>> ema_momentum_for(0.1, 5000)
+    0.998
+    """
+    if not ema_fraction:
+        return 0.0
+    span = max(ema_fraction * total_steps, 1.0)
+    return round(1.0 - 1.0 / span, 6)
+
+
+def check_ema(ema_momentum, total_steps):
+    """Raises a clear error for an EMA the run cannot fill.
+
+    The average of `keras.optimizers.Optimizer(use_ema=True)` starts at the
+    initial weights and forgets them with `ema_momentum ** steps`; it spans
+    about `1 / (1 - ema_momentum)` steps. Over fewer than twice that many
+    steps the averaged model is still mostly its random start.
+    """
+    if not 0.0 <= ema_momentum < 1.0:
+        raise ValueError("`ema_momentum` must be in [0, 1) (0: no weight "
+                         f"averaging). Received: {ema_momentum}")
+    if ema_momentum and 2.0 / (1.0 - ema_momentum) > total_steps:
+        raise ValueError(
+            f"`ema_momentum`={ema_momentum} averages over about "
+            f"{1.0 / (1.0 - ema_momentum):.0f} steps, but the run has "
+            f"{total_steps} steps: the averaged weights would still be "
+            "mostly the random initial ones. Use ema_momentum <= "
+            f"{max(0.0, 1.0 - 2.0 / total_steps):.4f}, or 0 to turn "
+            "averaging off."
+        )
 # Names (regular expressions on `variable.name`) kept out of weight decay,
 # on top of every variable with fewer than 2 dimensions.
 NO_DECAY_NAMES = (
@@ -69,9 +196,52 @@ def scaled_learning_rate(learning_rate, global_batch_size,
     return float(learning_rate) * global_batch_size / base_batch_size
 
 
+@keras.saving.register_keras_serializable(package="mdnet_keras")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to the peak, then linear decay to the end rate.
+
+    The triangular "one-cycle" shape of the fastest CIFAR recipes.
+
+    Args:
+        peak_learning_rate: float, the rate at the end of warm-up.
+        total_steps: int, steps of the whole run (warm-up included).
+        warmup_steps: int, steps of linear warm-up.
+        final_ratio: float, the rate at the last step as a share of the
+            peak. Defaults to 0.
+
+    Example:
+    >>> schedule = OneCycle(0.1, total_steps=100, warmup_steps=20)
+    >>> [round(float(schedule(s)), 3) for s in (0, 10, 20, 60, 100)]
+    [0.0, 0.05, 0.1, 0.05, 0.0]
+    """
+
+    def __init__(self, peak_learning_rate, total_steps, warmup_steps,
+                 final_ratio=0.0):
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.final_ratio = float(final_ratio)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        peak = self.peak_learning_rate
+        warmup = float(max(self.warmup_steps, 1))
+        decay = float(max(self.total_steps - self.warmup_steps, 1))
+        rising = peak * step / warmup
+        done = keras.ops.clip((step - self.warmup_steps) / decay, 0.0, 1.0)
+        falling = peak * (1.0 - (1.0 - self.final_ratio) * done)
+        return keras.ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate,
+                "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps,
+                "final_ratio": self.final_ratio}
+
+
 def learning_rate_schedule(peak_learning_rate, total_steps, warmup_steps,
-                           min_lr_ratio=0.0):
-    """Linear warm-up from 0 to the peak, then cosine decay.
+                           min_lr_ratio=0.0, shape="cosine"):
+    """Linear warm-up from 0 to the peak, then cosine or linear decay.
 
     Args:
         peak_learning_rate: float, the learning rate at the end of warm-up.
@@ -79,17 +249,36 @@ def learning_rate_schedule(peak_learning_rate, total_steps, warmup_steps,
         warmup_steps: int, steps of linear warm-up (0 for none).
         min_lr_ratio: float, the final learning rate as a fraction of the
             peak. Defaults to 0.
+        shape: `"cosine"` or `"one_cycle"` (linear decay). Defaults to
+            `"cosine"`.
 
     Returns:
-        A `keras.optimizers.schedules.CosineDecay`: the rate at step `s` is
+        A `LearningRateSchedule`. For `"cosine"`, a
+        `keras.optimizers.schedules.CosineDecay`: the rate at step `s` is
         `peak * s / warmup_steps` while `s < warmup_steps`, then
         `peak * (r + (1 - r) * (1 + cos(pi * t)) / 2)` with `t` the fraction
-        of the decay steps done and `r = min_lr_ratio`.
+        of the decay steps done and `r = min_lr_ratio`. For `"one_cycle"`,
+        `OneCycle`: the same warm-up, then `peak * (1 - (1 - r) * t)`.
+
+    Raises:
+        ValueError: an unknown shape, or no step left after warm-up.
     """
+    if shape not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {shape!r}; choose one of "
+                         f"{', '.join(SCHEDULES)}.")
     total_steps = int(total_steps)
-    warmup_steps = int(min(max(warmup_steps, 0), max(total_steps - 1, 0)))
     if total_steps < 1:
         raise ValueError(f"`total_steps` must be >= 1. Received: {total_steps}")
+    warmup_steps = int(max(warmup_steps, 0))
+    if warmup_steps and warmup_steps >= total_steps:
+        raise ValueError(
+            f"The warm-up ({warmup_steps} steps) does not end before the run "
+            f"does ({total_steps} steps): lower --warmup_epochs or train "
+            "for more epochs."
+        )
+    if shape == "one_cycle":
+        return OneCycle(peak_learning_rate, total_steps, warmup_steps,
+                        min_lr_ratio)
     if warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(
             peak_learning_rate, total_steps, alpha=min_lr_ratio
@@ -129,23 +318,47 @@ def no_decay_variables(model):
 
 
 def make_optimizer(model, schedule, weight_decay=WEIGHT_DECAY,
-                   clipnorm=None):
-    """AdamW on `schedule`, with norms, biases and lambdas excluded from decay.
+                   clipnorm=None, optimizer="adamw", momentum=0.9,
+                   ema_momentum=0.0):
+    """AdamW or SGD-Nesterov on `schedule`, norms and biases not decayed.
 
     Args:
         model: the built `keras.Model` whose variables will be trained.
         schedule: a learning rate (float) or `LearningRateSchedule`.
-        weight_decay: float, AdamW's decoupled weight decay. Defaults to 0.05.
+        weight_decay: float, decoupled weight decay. Defaults to 0.05.
         clipnorm: optional float, clip each gradient to this norm.
+        optimizer: `"adamw"` or `"sgd"` (Nesterov momentum). Defaults to
+            `"adamw"`.
+        momentum: float, SGD's momentum. Defaults to 0.9.
+        ema_momentum: float in [0, 1): keep an exponential moving average of
+            the weights (`use_ema=True`) with this momentum; 0 for none.
+            `finalize_variable_values` (called at the end of `fit`) puts the
+            average into the model.
 
     Returns:
-        A `keras.optimizers.AdamW`, not yet built.
+        A `keras.optimizers.AdamW` or `keras.optimizers.SGD`, not yet built.
+
+    Raises:
+        ValueError: an unknown optimizer or an out-of-range momentum.
     """
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, clipnorm=clipnorm
-    )
-    optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
-    return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}.")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"`momentum` must be in [0, 1). Received: {momentum}")
+    if not 0.0 <= ema_momentum < 1.0:
+        raise ValueError("`ema_momentum` must be in [0, 1) (0: no weight "
+                         f"averaging). Received: {ema_momentum}")
+    common = dict(learning_rate=schedule, weight_decay=weight_decay,
+                  clipnorm=clipnorm, use_ema=bool(ema_momentum),
+                  ema_momentum=ema_momentum or 0.99)
+    if optimizer == "sgd":
+        result = keras.optimizers.SGD(momentum=momentum, nesterov=True,
+                                      **common)
+    else:
+        result = keras.optimizers.AdamW(**common)
+    result.exclude_from_weight_decay(var_list=no_decay_variables(model))
+    return result
 
 
 def make_loss(label_smoothing=LABEL_SMOOTHING):

@@ -62,22 +62,25 @@ HEAD_LAYERS = ("predictions",)
 MONITOR = "val_top1"
 # Length and batch defaults per data set: the embedded sample trains in a
 # minute or two on a laptop CPU; the rest follow the CIFAR recipe.
+# CIFAR takes the recipe `recipe="auto"` chooses for its epochs. The
+# sample and folders keep the legacy recipe, with the values under
+# "recipe_values" unless --recipe names a recipe.
 CIFAR_RECIPE = {"model": "mdnet", "epochs": 200, "batch_size": 128,
-                "warmup_epochs": 5, "learning_rate": recipe.LEARNING_RATE,
-                "drop_path_rate": 0.1}
+                "recipe": "auto", "drop_path_rate": 0.1}
 DATASET_DEFAULTS = {
     "sample": {"model": "mdnet_micro", "epochs": 10, "batch_size": 64,
-               "warmup_epochs": 1, "learning_rate": 2e-3,
-               "drop_path_rate": 0.0},
+               "recipe": "legacy", "drop_path_rate": 0.0,
+               "recipe_values": {"warmup_epochs": 1, "learning_rate": 2e-3}},
     "cifar10": CIFAR_RECIPE,
     "cifar100": CIFAR_RECIPE,
     "npz": CIFAR_RECIPE,
     "folder": {"model": "mdnet_small", "epochs": 50, "batch_size": 32,
-               "warmup_epochs": 2, "learning_rate": recipe.LEARNING_RATE,
-               "drop_path_rate": 0.1},
+               "recipe": "legacy", "drop_path_rate": 0.1,
+               "recipe_values": {"warmup_epochs": 2}},
 }
 # Keys that may differ between the run on disk and a resuming call.
-RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers")
+RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
+                    "time_budget_minutes")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -94,7 +97,8 @@ class TrainConfig:
 
     Fields left `None` are filled by `resolve_config` from
     `DATASET_DEFAULTS` (the sample: a short run of `mdnet_micro`; CIFAR:
-    the documented recipe, 200 epochs of `mdnet` at batch 128).
+    200 epochs of `mdnet` at batch 128), then from the named recipe
+    (`recipe.RECIPES`; `"auto"` chooses by the number of epochs).
     """
 
     # Data.
@@ -115,21 +119,27 @@ class TrainConfig:
     stem_strides: int = 1
     init_from: str = None
     freeze_backbone_epochs: int = 0
-    # Optimisation.
+    # Optimisation: fields left None come from the recipe.
+    recipe: str = None
     epochs: int = None
     batch_size: int = None
+    optimizer: str = None
     learning_rate: float = None
     scale_learning_rate: bool = True
-    weight_decay: float = recipe.WEIGHT_DECAY
+    weight_decay: float = None
+    momentum: float = None
+    schedule: str = None
     warmup_epochs: float = None
     min_lr_ratio: float = 0.0
-    label_smoothing: float = recipe.LABEL_SMOOTHING
+    label_smoothing: float = None
+    ema_momentum: float = None
     clipnorm: float = None
     class_weight: str = "none"
+    time_budget_minutes: float = None
     # Augmentation.
     crop_padding: int = None
     flip: bool = True
-    randaugment: bool = False
+    randaugment: bool = None
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     # Runtime.
@@ -144,11 +154,13 @@ class TrainConfig:
     verbose: str = "auto"
 
 
-def resolve_config(config=None, **overrides):
+def resolve_config(config=None, custom_model=False, **overrides):
     """Fills defaults and checks names and values; returns a `TrainConfig`.
 
     Args:
         config: a `TrainConfig`, a dict of its fields, or None.
+        custom_model: bool, `model` names a model the caller builds (see
+            `train(build_model=...)`), not an MDNet variant.
         **overrides: fields to set on top.
 
     Raises:
@@ -173,10 +185,38 @@ def resolve_config(config=None, **overrides):
             f"Unknown dataset {config.dataset!r}; choose one of "
             f"{', '.join(DATASET_NAMES)}."
         )
-    for key, value in DATASET_DEFAULTS[config.dataset].items():
+    defaults = dict(DATASET_DEFAULTS[config.dataset])
+    recipe_values = defaults.pop("recipe_values", {})
+    if config.recipe is None:
+        defaults.update(recipe_values)
+    for key, value in defaults.items():
         if getattr(config, key) is None:
             setattr(config, key, value)
-    if config.model not in MDNET_VARIANTS:
+    try:
+        chosen = recipe.get_recipe(config.recipe, int(config.epochs))
+    except ValueError as e:
+        raise ValueError(f"--recipe: {e}") from None
+    if config.recipe == "auto":
+        config.recipe = next(name for name, value in recipe.RECIPES.items()
+                             if value == chosen)
+    for key, value in dataclasses.asdict(chosen).items():
+        if hasattr(config, key) and getattr(config, key) is None:
+            setattr(config, key, value)
+    if config.optimizer not in recipe.OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose "
+                         f"one of {', '.join(recipe.OPTIMIZERS)}.")
+    if config.schedule not in recipe.SCHEDULES:
+        raise ValueError(f"Unknown schedule {config.schedule!r}; choose one "
+                         f"of {', '.join(recipe.SCHEDULES)}.")
+    for key in ("momentum", "ema_momentum"):
+        if getattr(config, key) is not None and not (
+                0.0 <= float(getattr(config, key)) < 1.0):
+            raise ValueError(f"`{key}` must be in [0, 1). Received: "
+                             f"{getattr(config, key)}")
+    if config.time_budget_minutes is not None and config.time_budget_minutes <= 0:
+        raise ValueError("`time_budget_minutes` must be > 0. Received: "
+                         f"{config.time_budget_minutes}")
+    if not custom_model and config.model not in MDNET_VARIANTS:
         raise ValueError(
             f"Unknown model {config.model!r}; choose one of "
             f"{', '.join(sorted(MDNET_VARIANTS))}."
@@ -411,22 +451,15 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     Placed first, it runs before anything of the failing epoch is saved;
     raising (rather than `stop_training`) also skips `on_train_end`, so the
-    backup is not deleted.
+    backup is not deleted. It checks at epoch ends only: a NaN loss stays
+    NaN in the epoch's running mean, and a per-batch hook would make every
+    step wait for the device (Keras dispatches batch hooks asynchronously
+    only when no callback implements them).
     """
 
     def __init__(self, out):
         super().__init__()
         self.out = out
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.fail(f"the loss became {loss} at epoch {self.epoch + 1}, "
-                      f"batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
@@ -439,6 +472,60 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def fail(self, reason):
         raise TrainingDivergedError(reason)
+
+
+class EmaWeightsRestorer(keras.callbacks.Callback):
+    """Puts the raw weights back after the EMA weights were saved.
+
+    `keras.callbacks.SwapEMAWeights(swap_on_epoch=True)` swaps the moving
+    average into the model at each epoch end, so the checkpoints written
+    after it hold the averaged weights; this callback, placed after them
+    and before the backup writer, swaps back so that the backup holds the
+    raw weights and their average as they were (a resumed run continues
+    the same curve). At the last epoch the swapper has made both the same.
+    """
+
+    def __init__(self, swapper):
+        super().__init__()
+        self.swapper = swapper
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.swapper.on_epoch_begin(epoch)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training before an epoch that would end past the budget.
+
+    The expected epoch time is the median of the finished epochs after the
+    first (which also compiles), or the first while it is the only one.
+    The run then finishes as usual (weights, metrics) with fewer epochs.
+    """
+
+    def __init__(self, seconds, started=None):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.started = time.time() if started is None else started
+        self.durations = []
+        self.stopped_after = None
+        self._epoch_started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(time.time() - self._epoch_started)
+        if should_stop_for_budget(self.durations,
+                                  self.seconds - (time.time() - self.started)):
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+            print(f"--time_budget_minutes: stopping after epoch {epoch + 1}; "
+                  "another epoch would end past the budget.")
+
+
+def should_stop_for_budget(durations, seconds_left):
+    """Whether one more epoch is expected to outrun `seconds_left`."""
+    steady = durations[1:] or durations
+    return float(np.median(steady)) > seconds_left
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
@@ -708,12 +795,16 @@ def make_batches(config, dataset, num_replicas, jit_compile=False):
     return train_data, val_data
 
 
-def train(config=None, **overrides):
+def train(config=None, build_model=None, **overrides):
     """Trains an MDNet as `config` says, in the run folder `config.out`.
 
     Args:
         config: a `TrainConfig` or a dict of its fields (None: all defaults,
             i.e. a short run on the embedded CIFAR-10 sample).
+        build_model: optional callable `(input_shape, num_classes) ->
+            keras.Model` that builds another model in MDNet's place (the
+            benchmarks train their baselines with it); `config.model` then
+            only names it.
         **overrides: fields to set on top of `config`.
 
     Returns:
@@ -729,7 +820,8 @@ def train(config=None, **overrides):
             good epoch's `last.keras`, `best.keras` and backup are kept.
     """
     started = time.time()
-    config = resolve_config(config, **overrides)
+    config = resolve_config(config, custom_model=build_model is not None,
+                            **overrides)
     if config.strategy == "multi_worker":
         check_multi_worker_environment(keras.backend.backend())
     resumed = prepare_run_folder(config)
@@ -743,12 +835,12 @@ def train(config=None, **overrides):
         f"mixed_{config.mixed_precision_dtype}" if config.mixed_precision
         else "float32")
     try:
-        return _train(config, out, resumed, started)
+        return _train(config, out, resumed, started, build_model)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config, out, resumed, started):
+def _train(config, out, resumed, started, custom_builder=None):
     make_scope, num_replicas, is_chief = set_up_distribution(config.strategy)
     if not is_chief:
         out = os.path.join(out, "workers", f"worker_{os.getpid()}")
@@ -769,6 +861,14 @@ def _train(config, out, resumed, started):
     peak_lr = (recipe.scaled_learning_rate(config.learning_rate,
                                            config.batch_size)
                if config.scale_learning_rate else config.learning_rate)
+    # Checked before anything is written: a bad schedule or EMA fails here.
+    recipe.learning_rate_schedule(peak_lr, total_steps, warmup_steps,
+                                  config.min_lr_ratio, config.schedule)
+    ema_momentum = (config.ema_momentum if config.ema_momentum is not None
+                    else recipe.ema_momentum_for(
+                        recipe.get_recipe(config.recipe).ema_fraction,
+                        total_steps))
+    recipe.check_ema(ema_momentum, total_steps)
     class_weight = recipe.class_weights(dataset.y_train, dataset.num_classes,
                                         config.class_weight)
     facts = {
@@ -787,6 +887,8 @@ def _train(config, out, resumed, started):
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "warmup_steps": warmup_steps,
+        "recipe": config.recipe,
+        "ema_momentum": ema_momentum,
         "jit_compile": jit_compile,
         "class_weight": class_weight,
     }
@@ -802,11 +904,14 @@ def _train(config, out, resumed, started):
           f"test images {tuple(dataset.image_shape)}, {dataset.num_classes} "
           f"classes; {config.model}, {config.epochs} epochs of "
           f"{steps_per_epoch} steps, global batch {config.batch_size} on "
-          f"{num_replicas} replica(s), peak LR {peak_lr:.3g}, "
+          f"{num_replicas} replica(s), recipe {config.recipe} "
+          f"({config.optimizer}, peak LR {peak_lr:.3g}, {config.schedule}"
+          f"{f', EMA {ema_momentum}' if ema_momentum else ''}), "
           f"backend {facts['backend']}, jit_compile={jit_compile}.")
 
     with make_scope():
-        model = build_model(config, dataset)
+        model = (custom_builder(dataset.image_shape, dataset.num_classes)
+                 if custom_builder else build_model(config, dataset))
     print(f"{model.name}: {model.count_params():,} parameters.")
 
     phases = []
@@ -817,6 +922,8 @@ def _train(config, out, resumed, started):
 
     epochs_this_session = 0
     phase_start = 0
+    time_budget = (TimeBudget(60 * config.time_budget_minutes, started)
+                   if config.time_budget_minutes else None)
     optimizer = None
     fit_started = time.time()
     try:
@@ -824,13 +931,19 @@ def _train(config, out, resumed, started):
             with make_scope():
                 set_backbone_trainable(model, trainable)
                 schedule = recipe.learning_rate_schedule(
-                    peak_lr, total_steps, warmup_steps, config.min_lr_ratio)
+                    peak_lr, total_steps, warmup_steps, config.min_lr_ratio,
+                    config.schedule)
                 new_optimizer = recipe.make_optimizer(
-                    model, schedule, config.weight_decay, config.clipnorm)
+                    model, schedule, config.weight_decay, config.clipnorm,
+                    optimizer=config.optimizer, momentum=config.momentum,
+                    ema_momentum=ema_momentum)
                 new_optimizer.build(model.trainable_variables)
                 if optimizer is not None:
                     new_optimizer.iterations.assign(
                         int(keras.ops.convert_to_numpy(optimizer.iterations)))
+                    if ema_momentum:
+                        start_average_at_weights(new_optimizer,
+                                                 model.trainable_variables)
                 optimizer = new_optimizer
                 recipe.compile_model(model, optimizer, dataset.num_classes,
                                      config.label_smoothing, jit_compile)
@@ -839,7 +952,9 @@ def _train(config, out, resumed, started):
                       f"{phase_end}, backbone "
                       f"{'trainable' if trainable else 'frozen'}.")
             callbacks = make_callbacks(out, train_data, phase_start,
-                                       f"backup_{phase_name}")
+                                       f"backup_{phase_name}",
+                                       ema=bool(ema_momentum),
+                                       time_budget=time_budget)
             model._initial_epoch = None
             train_data.epoch = phase_start
             history = model.fit(
@@ -854,6 +969,8 @@ def _train(config, out, resumed, started):
             )
             epochs_this_session += len(history.history.get("loss", []))
             phase_start = phase_end
+            if time_budget is not None and time_budget.stopped_after:
+                break
     except TrainingDivergedError as e:
         last_epoch = last_history_epoch(out)
         kept = (f"kept the last good model of epoch {last_epoch}: "
@@ -882,30 +999,56 @@ def _train(config, out, resumed, started):
                 os.path.join(out, "history.csv"))}
 
 
-def make_callbacks(out, train_data, phase_start, backup_name):
+def start_average_at_weights(optimizer, variables):
+    """Starts a built optimizer's weight average at the current weights.
+
+    Keras starts the average at the weights only when `iterations` is 0; a
+    later phase continues the step count, so its new average would
+    otherwise start from zeros.
+    """
+    for average, variable in zip(optimizer._model_variables_moving_average,
+                                 variables):
+        average.assign(variable)
+
+
+def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
+                   time_budget=None):
+    """The run's callbacks, in the order the docstring of this module needs.
+
+    Args:
+        out: the run folder.
+        train_data: the training `ImageBatches` (its epoch is synced).
+        phase_start: int, the first epoch of this phase.
+        backup_name: str, the backup folder of this phase.
+        ema: bool, the optimizer keeps a moving average of the weights:
+            validation and the checkpoints use it.
+        time_budget: optional `TimeBudget`, placed before the checkpoints.
+    """
     guard = DivergenceGuard(out)
     backup = ResumableBackup(os.path.join(out, backup_name),
                              double_checkpoint=True, delete_checkpoint=False)
     best = keras.callbacks.ModelCheckpoint(
         os.path.join(out, "best.keras"), monitor=MONITOR, mode="max",
         save_best_only=True)
+    swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None
     callbacks = [
         guard,
         backup,
         ResumeSync(out, train_data, best, phase_start),
         EpochSeeds(),
         LearningRateLogger(),
+        swapper,
+        time_budget,
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
                                   append=True),
         best,
         BestRecorder(out, best),
         AtomicModelSaver(os.path.join(out, "last.keras")),
+        tensorboard_callback(os.path.join(out, "logs")),
+        EmaWeightsRestorer(swapper) if ema else None,
+        BackupWriter(backup),
     ]
-    board = tensorboard_callback(os.path.join(out, "logs"))
-    if board is not None:
-        callbacks.append(board)
-    callbacks.append(BackupWriter(backup))
-    return callbacks
+    return [callback for callback in callbacks if callback is not None]
 
 
 def last_history_epoch(out):

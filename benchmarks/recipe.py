@@ -1,0 +1,214 @@
+"""Training recipes side by side: per-epoch test top-1 of each recipe.
+
+    python benchmarks/recipe.py [--models=resnet20,mdnet] \
+        [--recipes=legacy,fast] [--epochs=resnet20:10,mdnet:6] \
+        [--dataset=cifar10|cifar100] [--train_images=10000] \
+        [--out=benchmarks/results/recipe] [--quick]
+
+Every (model, recipe) pair trains through the package's own training loop
+(`mdnet_keras.training.run.train`, what `python -m mdnet_keras train` runs),
+on the same class-balanced training subset, the same seed and batch size,
+validating on the test images after every epoch. MDNet variants are built
+by the loop itself; baselines (`benchmarks/baselines.py`) are handed to it.
+Runs go one after another in the order given (each run folder in
+`<out>/tmp/` resumes after a kill); the JSON is rewritten after each, then
+the Markdown table and the per-epoch plot `<out>/<dataset>.png`.
+
+CIFAR-10 is `../shared/data/cifar10.npz` (a JPEG copy); CIFAR-100 is
+`../shared/data/cifar100-jpeg.npz` (a lossy JPEG q75 copy), read through
+the `.npz` route. Figures say which.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+DATA = {
+    "cifar10": (os.path.join(SHARED_DATA, "cifar10.npz"),
+                "CIFAR-10 (JPEG copy)"),
+    "cifar100": (os.path.join(SHARED_DATA, "cifar100-jpeg.npz"),
+                 "CIFAR-100 (JPEG q75 copy)"),
+}
+BATCH_SIZE = 128
+
+
+def parse_epochs(spec, models):
+    """`"resnet20:10,mdnet:6"` (or one number for all) -> {model: epochs}."""
+    if ":" not in spec:
+        return {name: int(spec) for name in models}
+    epochs = dict(item.split(":") for item in spec.split(","))
+    missing = [name for name in models if name not in epochs]
+    if missing:
+        raise ValueError(f"--epochs gives no epochs for {missing}.")
+    return {name: int(epochs[name]) for name in models}
+
+
+def make_subset(dataset, train_images, test_images, path):
+    """Writes a class-balanced subset of `dataset` as an `.npz` at `path`."""
+    from benchmarks.run import balanced_subset
+    from mdnet_keras.data import load_dataset
+
+    source, label = DATA[dataset]
+    data = load_dataset(dataset, data=source)
+    train = balanced_subset(data.y_train, train_images, 0)
+    test = balanced_subset(data.y_test, test_images, 0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, x_train=data.x_train[train], y_train=data.y_train[train],
+             x_test=data.x_test[test], y_test=data.y_test[test],
+             label_names=np.array(data.class_names))
+    return {"data": label, "source": os.path.relpath(source, ROOT),
+            "train_images": int(len(train)), "test_images": int(len(test)),
+            "subset": "class-balanced, seed 0"}
+
+
+def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
+    """Trains one pair through `run.train`; returns its summary."""
+    from benchmarks import baselines
+    from mdnet_keras.models import MDNET_VARIANTS
+    from mdnet_keras.training import run
+
+    builder = (None if model in MDNET_VARIANTS else
+               lambda shape, classes: baselines.build_model(model, shape,
+                                                            classes))
+    config = dict(dataset="npz", data=subset_path, model=model,
+                  recipe=recipe_name, epochs=epochs, batch_size=BATCH_SIZE,
+                  seed=seed, out=out, verbose=2)
+    started = time.time()
+    if run.run_state(out) == "finished":
+        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+            metrics = json.load(f)
+        history = run.evaluation.read_history(os.path.join(out,
+                                                           "history.csv"))
+    else:
+        result = run.train(config, build_model=builder)
+        metrics, history = result["metrics"], result["history"]
+    with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    return {
+        "model": model, "recipe": recipe_name, "epochs": epochs,
+        "seed": seed, "dataset": dataset,
+        "config": {k: resolved["config"][k] for k in (
+            "optimizer", "learning_rate", "weight_decay", "momentum",
+            "schedule", "warmup_epochs", "label_smoothing", "ema_momentum",
+            "crop_padding", "randaugment", "batch_size", "drop_path_rate")},
+        "peak_learning_rate": resolved["run"]["peak_learning_rate"],
+        "ema_momentum_used": resolved["run"].get("ema_momentum"),
+        "test_top1_per_epoch": [float(v) for v in history.get("val_top1",
+                                                              [])],
+        "final_test_top1": float(metrics["top1"]),
+        "final_test_top5": float(metrics["top5"]),
+        "train_seconds": metrics.get("train_seconds_this_session"),
+        "wall_seconds_this_call": round(time.time() - started, 1),
+    }
+
+
+def write_markdown(results, path):
+    rows = ["| model | recipe | epochs | test top-1 per epoch | final top-1 "
+            "| final top-5 | train s |", "|---|---|---:|---|---:|---:|---:|"]
+    for r in results["runs"]:
+        curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
+        rows.append(f"| {r['model']} | {r['recipe']} | {r['epochs']} | "
+                    f"{curve} | {100 * r['final_test_top1']:.2f}% | "
+                    f"{100 * r['final_test_top5']:.2f}% | "
+                    f"{r['train_seconds']} |")
+    data, machine = results["data"], results["machine"]
+    text = (f"# Training recipes side by side: {data['data']}\n\n"
+            f"Command: `{results['command']}`\n\n"
+            f"Data: {data['data']} ({data['source']}), "
+            f"{data['train_images']} training images ({data['subset']}), "
+            f"test top-1 on {data['test_images']} test images after every "
+            f"epoch. Batch {BATCH_SIZE}, seed {results['seed']}. Machine: "
+            f"{machine.get('cpu_model', machine['machine'])}, "
+            f"{machine['cpu_count']} cores, load average at the start "
+            f"{machine.get('load_average')}.\n\n" + "\n".join(rows) + "\n\n"
+            "Recipe values of each run are in the JSON next to this file.\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results["runs"]:
+        curve = 100 * np.asarray(r["test_top1_per_epoch"])
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o",
+                label=f"{r['model']} / {r['recipe']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{results['data']['data']}, "
+                 f"{results['data']['train_images']} training images")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="resnet20,mdnet")
+    parser.add_argument("--recipes", default="legacy,fast")
+    parser.add_argument("--epochs", default="resnet20:10,mdnet:6")
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATA))
+    parser.add_argument("--train_images", type=int, default=10000)
+    parser.add_argument("--test_images", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks",
+                                                      "results", "recipe"))
+    parser.add_argument("--quick", action="store_true",
+                        help="Seconds-long smoke run (tests).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.epochs = "resnet20", "6"
+        args.train_images, args.test_images = 256, 64
+    models = args.models.split(",")
+    epochs = parse_epochs(args.epochs, models)
+    from benchmarks.run import machine_info
+
+    tmp = os.path.join(args.out, "tmp", args.dataset)
+    subset = os.path.join(tmp, f"subset_{args.train_images}_"
+                               f"{args.test_images}.npz")
+    data = make_subset(args.dataset, args.train_images, args.test_images,
+                       subset)
+    results = {"command": "python benchmarks/recipe.py "
+                          + " ".join(argv if argv is not None
+                                     else sys.argv[1:]),
+               "data": data, "seed": args.seed, "machine": machine_info(),
+               "runs": []}
+    json_path = os.path.join(args.out, f"{args.dataset}.json")
+    os.makedirs(args.out, exist_ok=True)
+    for model in models:
+        for recipe_name in args.recipes.split(","):
+            out = os.path.join(tmp, f"{model}-{recipe_name}-e{epochs[model]}"
+                                    f"-n{args.train_images}-s{args.seed}")
+            print(f"== {model} / {recipe_name}: {epochs[model]} epochs",
+                  flush=True)
+            results["runs"].append(train_one(model, recipe_name,
+                                             epochs[model], subset,
+                                             args.dataset, out, args.seed))
+            with open(json_path, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1)
+            write_markdown(results, os.path.join(args.out,
+                                                 f"{args.dataset}.md"))
+            plot(results, os.path.join(args.out, f"{args.dataset}.png"))
+    return results
+
+
+if __name__ == "__main__":
+    main()
