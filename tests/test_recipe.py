@@ -1,4 +1,5 @@
-"""The training recipe and the metrics: decay exclusions, schedule, loss."""
+"""The training recipe and the metrics: presets, decay exclusions, schedules,
+optimizers, weight averaging, loss."""
 
 import math
 
@@ -151,3 +152,73 @@ def test_plots_write_png(tmp_path):
                                      tmp_path / "c.png")
     for name in ("h.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_cycle_rises_then_falls_linearly_and_round_trips():
+    schedule = recipe.learning_rate_schedule(0.4, 100, 20, min_lr_ratio=0.1,
+                                             shape="one_cycle")
+
+    def lr(step):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+
+    assert lr(0) == pytest.approx(0.0, abs=1e-9)
+    assert lr(10) == pytest.approx(0.2, rel=1e-5)
+    assert lr(20) == pytest.approx(0.4, rel=1e-5)
+    assert lr(60) == pytest.approx(0.4 * (1 - 0.9 * 0.5), rel=1e-5)
+    assert lr(100) == pytest.approx(0.04, rel=1e-5)
+    assert lr(500) == pytest.approx(0.04, rel=1e-5)
+    copy = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(copy, recipe.OneCycle)
+    assert float(keras.ops.convert_to_numpy(copy(60))) == pytest.approx(lr(60))
+
+
+def test_schedule_errors_name_the_problem():
+    with pytest.raises(ValueError, match="warm-up .*does not end before"):
+        recipe.learning_rate_schedule(0.1, 10, 10)
+    with pytest.raises(ValueError, match="Unknown schedule 'step'"):
+        recipe.learning_rate_schedule(0.1, 10, 1, shape="step")
+
+
+def test_presets_and_auto():
+    assert recipe.get_recipe("auto", epochs=15) == recipe.RECIPES["fast"]
+    assert recipe.get_recipe(
+        "auto", epochs=recipe.LONG_BUDGET_EPOCHS) == recipe.RECIPES["long"]
+    legacy = recipe.get_recipe("legacy")
+    assert (legacy.optimizer, legacy.learning_rate, legacy.weight_decay,
+            legacy.warmup_epochs, legacy.schedule, legacy.ema_fraction) == (
+        "adamw", recipe.LEARNING_RATE, recipe.WEIGHT_DECAY,
+        recipe.WARMUP_EPOCHS, "cosine", 0.0)
+    with pytest.raises(ValueError, match="Unknown recipe 'airbench'.*fast"):
+        recipe.get_recipe("airbench")
+
+
+def test_sgd_is_nesterov_with_ema_and_skips_decay_like_adamw(model):
+    sgd = recipe.make_optimizer(model, 0.1, weight_decay=5e-3,
+                                optimizer="sgd", momentum=0.8,
+                                ema_momentum=0.99)
+    assert isinstance(sgd, keras.optimizers.SGD)
+    assert sgd.nesterov and sgd.momentum == 0.8
+    assert sgd.use_ema and sgd.ema_momentum == 0.99
+    norm = next(v for v in model.trainable_variables if len(v.shape) < 2)
+    assert not sgd._use_weight_decay(norm)
+    adamw = recipe.make_optimizer(model, 0.1)
+    assert isinstance(adamw, keras.optimizers.AdamW) and not adamw.use_ema
+    with pytest.raises(ValueError, match="Unknown optimizer 'lion'"):
+        recipe.make_optimizer(model, 0.1, optimizer="lion")
+    with pytest.raises(ValueError, match="`momentum` must be in"):
+        recipe.make_optimizer(model, 0.1, optimizer="sgd", momentum=1.0)
+    with pytest.raises(ValueError, match="`ema_momentum` must be in"):
+        recipe.make_optimizer(model, 0.1, ema_momentum=-0.1)
+
+
+def test_ema_span_follows_the_run_and_is_checked():
+    assert recipe.ema_momentum_for(0.1, 5000) == pytest.approx(0.998)
+    assert recipe.ema_momentum_for(0.0, 5000) == 0.0
+    recipe.check_ema(0.998, 1000)
+    recipe.check_ema(0.0, 1)
+    with pytest.raises(ValueError, match="about 1000 steps, but the run has "
+                                         "160 steps"):
+        recipe.check_ema(0.999, 160)
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        recipe.check_ema(1.5, 160)

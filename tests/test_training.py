@@ -167,6 +167,107 @@ def test_unknown_names_error():
         run.resolve_config(epoch=3)
 
 
+def test_recipe_errors_name_the_value():
+    with pytest.raises(ValueError, match="--recipe: Unknown recipe 'turbo'"):
+        run.resolve_config(recipe="turbo")
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
+        run.resolve_config(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="`ema_momentum` must be in"):
+        run.resolve_config(ema_momentum=1.0)
+    with pytest.raises(ValueError, match="`time_budget_minutes` must be > 0"):
+        run.resolve_config(time_budget_minutes=0)
+    cifar = run.resolve_config(dataset="cifar10", epochs=15)
+    assert (cifar.recipe, cifar.optimizer, cifar.schedule) == (
+        "fast", "sgd", "one_cycle")
+    assert run.resolve_config(dataset="cifar10").recipe == "long"
+    # A flag wins over its recipe; the sample's own values only go with
+    # the sample's own recipe.
+    assert run.resolve_config(recipe="fast", label_smoothing=0.0
+                              ).label_smoothing == 0.0
+    assert run.resolve_config().learning_rate == 2e-3
+    assert run.resolve_config(recipe="fast").learning_rate == (
+        recipe.RECIPES["fast"].learning_rate)
+
+
+def test_warmup_past_the_run_and_unfillable_ema_fail_before_writing(
+        small_npz, tmp_path):
+    out = tmp_path / "short"
+    with pytest.raises(ValueError, match="warm-up .*does not end"):
+        run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                  model_config=TINY, epochs=1, warmup_epochs=2,
+                  batch_size=64, verbose=0, out=str(out))
+    with pytest.raises(ValueError, match="averages over about"):
+        run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                  model_config=TINY, epochs=1, warmup_epochs=0,
+                  ema_momentum=0.99,
+                  batch_size=64, verbose=0, out=str(out))
+    assert not (out / "config.json").exists()
+
+
+def test_ema_weights_are_validated_and_saved(small_npz, monkeypatch,
+                                             tmp_path):
+    seen = []
+
+    class AfterEverything(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            seen.append({
+                "raw": [keras.ops.convert_to_numpy(v).copy()
+                        for v in self.model.trainable_variables],
+                "average": [keras.ops.convert_to_numpy(v).copy() for v in
+                            optimizer._model_variables_moving_average],
+            })
+
+    make = run.make_callbacks
+    monkeypatch.setattr(run, "make_callbacks",
+                        lambda *a, **k: make(*a, **k) + [AfterEverything()])
+    out = tmp_path / "ema"
+    result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                       model_config=TINY, epochs=2, recipe="fast",
+                       warmup_epochs=1, ema_momentum=0.8, batch_size=64,
+                       verbose=0, out=str(out))
+    facts = json.loads((out / "config.json").read_text())["run"]
+    assert facts["ema_momentum"] == 0.8
+    # After epoch 1 the backup holds the raw weights beside their average.
+    assert any(not np.allclose(r, a) for r, a in
+               zip(seen[0]["raw"], seen[0]["average"]))
+    # The saved models are the average of the last epoch.
+    final = seen[-1]["average"]
+    for path in ("last.keras", "best.keras"):
+        saved = keras.saving.load_model(out / path)
+        if path == "best.keras" and result["history"]["val_top1"][0] >= \
+                result["history"]["val_top1"][1]:
+            continue
+        for a, b in zip(saved.trainable_variables, final):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b,
+                                       rtol=1e-6, atol=1e-6)
+    # Validation of the last epoch saw the same (averaged) weights as the
+    # final test report.
+    assert result["history"]["val_top1"][-1] == pytest.approx(
+        result["metrics"]["top1"])
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit():
+    assert not run.should_stop_for_budget([30.0], 31.0)
+    assert run.should_stop_for_budget([30.0], 29.0)
+    # The first epoch compiles: later epochs set the expected time.
+    assert not run.should_stop_for_budget([300.0, 10.0, 12.0], 20.0)
+    assert run.should_stop_for_budget([300.0, 10.0, 12.0], 10.5)
+
+
+def test_time_budget_finishes_the_run_early(small_npz, monkeypatch, tmp_path):
+    monkeypatch.setattr(run, "should_stop_for_budget",
+                        lambda durations, left: len(durations) >= 2)
+    out = tmp_path / "budget"
+    result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                       model_config=TINY, epochs=4, recipe="legacy",
+                       warmup_epochs=1, batch_size=64, verbose=0,
+                       time_budget_minutes=60, out=str(out))
+    assert result["history"]["epoch"] == [0, 1]
+    assert (out / "model.weights.h5").exists()
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
 def test_multi_worker_without_tf_config_errors(monkeypatch, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     out = tmp_path / "mw"
@@ -320,7 +421,8 @@ def test_fine_tune_from_trained_model_with_frozen_backbone(
                        model_config=TINY, epochs=2, freeze_backbone_epochs=1,
                        init_from=os.path.join(config["out"], "best.keras"),
                        batch_size=64, warmup_epochs=0, verbose=0,
-                       class_weight="balanced", out=str(tmp_path / "fine"))
+                       recipe="legacy", class_weight="balanced",
+                       out=str(tmp_path / "fine"))
     stem = source.get_layer("stem_conv").get_weights()[0]
     bn = source.get_layer("stem_bn").get_weights()
     # Epoch 1: backbone frozen (weights and BatchNorm statistics), head trains.

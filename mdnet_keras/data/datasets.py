@@ -36,6 +36,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from mdnet_keras.data import jpeg_npz
+
 logger = logging.getLogger(__name__)
 
 DATASET_NAMES = ("sample", "cifar10", "cifar100", "npz", "folder")
@@ -171,7 +173,8 @@ def load_npz(path, name=None):
     """Loads and checks an `.npz` with `x_train, y_train, x_test, y_test`.
 
     Labels may have shape (N,) or (N, 1). Class names come from a
-    `label_names` or `class_names` array when present.
+    `label_names` or `class_names` array when present. A file of JPEG bytes
+    in the layout of `jpeg_npz` (e.g. `cifar100-jpeg.npz`) is decoded.
 
     Args:
         path: str or path of the `.npz` file.
@@ -190,13 +193,19 @@ def load_npz(path, name=None):
                                 "a file with x_train, y_train, x_test, "
                                 "y_test.")
     with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test")
-                   if k not in npz.files]
-        if missing:
-            raise ValueError(f"{path}: missing arrays {missing}; it has "
-                             f"{sorted(npz.files)}.")
-        arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test",
-                                      "y_test")}
+        if jpeg_npz.is_jpeg_packed(npz.files):
+            arrays = jpeg_npz.decode_arrays(npz)
+        else:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test")
+                       if k not in npz.files]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing arrays {missing}; it has "
+                    f"{sorted(npz.files)}. Give x_train, y_train, x_test, "
+                    "y_test, or JPEG bytes as train_jpeg / train_offsets / "
+                    "test_jpeg / test_offsets with the labels.")
+            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test",
+                                          "y_test")}
         names = next((npz[k] for k in ("label_names", "class_names")
                       if k in npz.files), None)
     if names is None and name == "cifar10":

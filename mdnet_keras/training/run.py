@@ -78,6 +78,7 @@ DATASET_DEFAULTS = {
                "recipe": "legacy", "drop_path_rate": 0.1,
                "recipe_values": {"warmup_epochs": 2}},
 }
+MAX_PRESET_WARMUP_SHARE = 0.2
 # Keys that may differ between the run on disk and a resuming call.
 RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
                     "time_budget_minutes")
@@ -199,6 +200,10 @@ def resolve_config(config=None, custom_model=False, **overrides):
     if config.recipe == "auto":
         config.recipe = next(name for name, value in recipe.RECIPES.items()
                              if value == chosen)
+    if config.warmup_epochs is None:
+        # A preset's warm-up takes at most a fifth of a short run.
+        config.warmup_epochs = min(chosen.warmup_epochs,
+                                   MAX_PRESET_WARMUP_SHARE * int(config.epochs))
     for key, value in dataclasses.asdict(chosen).items():
         if hasattr(config, key) and getattr(config, key) is None:
             setattr(config, key, value)
