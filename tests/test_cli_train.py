@@ -70,3 +70,20 @@ def test_evaluate_a_keras_model_writes_metrics(tmp_path):
     assert (tmp_path / "eval" / "confusion_matrix.png").exists()
     done = cli("evaluate", f"--model={tmp_path / 'missing.keras'}")
     assert done.returncode == 2 and "existing .keras file" in done.stderr
+
+
+def test_evaluate_reports_flip_tta_next_to_the_plain_figures(tmp_path):
+    from mdnet_keras.models import MDNet
+
+    MDNet((32, 32, 3), 10, variant="mdnet_micro",
+          stage_depths=(1, 1, 1, 1)).save(tmp_path / "m.keras")
+    done = cli("evaluate", f"--model={tmp_path / 'm.keras'}", "--tta=flip",
+               f"--out={tmp_path / 'eval'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "with flip test-time augmentation: top-1" in done.stdout
+    assert "top-1:" in done.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["tta_flip"]) == {"top1", "top5"}
+    assert "top1" in metrics
+    done = cli("evaluate", f"--model={tmp_path / 'm.keras'}", "--tta=crop")
+    assert done.returncode != 0 and "--tta" in done.stderr

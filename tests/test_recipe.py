@@ -222,3 +222,25 @@ def test_ema_span_follows_the_run_and_is_checked():
         recipe.check_ema(0.999, 160)
     with pytest.raises(ValueError, match="in \\[0, 1\\)"):
         recipe.check_ema(1.5, 160)
+
+
+def test_flip_tta_averages_each_image_with_its_mirror():
+    inputs = keras.Input((4, 4, 1))
+    # Left half against right half: mirrored images get the other class.
+    left = keras.layers.Lambda(lambda t: keras.ops.mean(t[:, :, :2], (1, 2)))(
+        inputs)
+    right = keras.layers.Lambda(lambda t: keras.ops.mean(t[:, :, 2:], (1, 2)))(
+        inputs)
+    logits = keras.layers.Concatenate()([left, right, right * 0 + 0.5])
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    x = np.zeros((2, 4, 4, 1), "float32")
+    x[0, :, :2] = 3.0
+    x[1, :, 2:] = 3.0
+    y = np.array([0, 0])
+    probs = model.predict(x, verbose=0)
+    assert evaluation.top_k_accuracy(y, probs, 1) == 0.5
+    result = evaluation.flip_tta_accuracy(model, x, y, probs)
+    mirrored = model.predict(x[:, :, ::-1], verbose=0)
+    mean = (probs + mirrored) / 2
+    assert result["top1"] == evaluation.top_k_accuracy(y, mean, 1)
+    assert result["top5"] == 1.0

@@ -41,6 +41,9 @@ _define(flags.DEFINE_integer, "seed", 0,
 _define(flags.DEFINE_boolean, "skip_bad_files", False,
         "Skip image files that cannot be decoded instead of stopping.")
 _define(flags.DEFINE_integer, "batch_size", 128, "Images per predict batch.")
+_define(flags.DEFINE_enum, "tta", "none", ["none", "flip"],
+        "Test-time augmentation: flip also reports top-1 / top-5 averaged "
+        "over each image and its mirror image, next to the plain figures.")
 _define(flags.DEFINE_string, "out", None,
         "Folder for metrics.json and confusion_matrix.png (default: "
         "eval-<dataset>-<split> beside the model).")
@@ -68,7 +71,7 @@ def main(argv):
             batch_size=FLAGS.batch_size, out=FLAGS.out,
             data_dir=FLAGS.data_dir, download=FLAGS.download,
             validation_split=FLAGS.validation_split, seed=FLAGS.seed,
-            skip_bad_files=FLAGS.skip_bad_files)
+            skip_bad_files=FLAGS.skip_bad_files, tta=FLAGS.tta)
     except (ValueError, OSError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -15,6 +15,9 @@ import os
 import numpy as np
 
 
+TTA_MODES = ("none", "flip")
+
+
 def confusion_matrix(y_true, y_pred, num_classes):
     """Counts: row = true class, column = predicted class.
 
@@ -116,7 +119,7 @@ def classification_report(y_true, probs, class_names):
 def evaluate_keras_model(model_path, dataset, data=None, split="test",
                          batch_size=128, out=None, data_dir=None,
                          download=False, validation_split=0.1, seed=0,
-                         skip_bad_files=False):
+                         skip_bad_files=False, tta="none"):
     """Evaluates a `.keras` classifier; writes and returns the report.
 
     Args:
@@ -127,11 +130,17 @@ def evaluate_keras_model(model_path, dataset, data=None, split="test",
         batch_size: int, images per predict batch.
         out: folder for `metrics.json` and `confusion_matrix.png`; None for
             `eval-<dataset>-<split>` beside the model.
+        tta: `"none"`, or `"flip"` to also report top-1 / top-5 of the
+            probabilities averaged over each image and its mirror image
+            (`tta_flip`), next to the plain figures, which stay the report's.
 
     Returns:
         The `classification_report` dict, with `model`, `dataset`, `split`
-        and `out` added.
+        and `out` added (and `tta_flip` for `tta="flip"`).
     """
+    if tta not in TTA_MODES:
+        raise ValueError(f"Unknown test-time augmentation {tta!r}; choose "
+                         f"one of {', '.join(TTA_MODES)}.")
     import keras  # Imported here: the rest of this module needs no Keras.
 
     import mdnet_keras  # noqa: F401  (registers the custom layers)
@@ -158,6 +167,8 @@ def evaluate_keras_model(model_path, dataset, data=None, split="test",
     probs = model.predict(x.astype(np.float32), batch_size=batch_size,
                           verbose=0)
     report = classification_report(y, probs, data_set.class_names)
+    if tta == "flip":
+        report["tta_flip"] = flip_tta_accuracy(model, x, y, probs, batch_size)
     if out is None:
         out = os.path.join(os.path.dirname(os.path.abspath(model_path)),
                            f"eval-{dataset}-{split}")
@@ -170,6 +181,26 @@ def evaluate_keras_model(model_path, dataset, data=None, split="test",
     return report
 
 
+def flip_tta_accuracy(model, x, y, probs, batch_size=128):
+    """Top-1 / top-5 of `probs` averaged with those of the mirrored images.
+
+    Args:
+        model: the Keras classifier.
+        x: uint8 or float images (N, H, W, C).
+        y: int labels (N,).
+        probs: (N, classes), the model's probabilities on `x`.
+        batch_size: int, images per predict batch.
+
+    Returns:
+        dict with `top1`, `top5` (k = min(5, classes)).
+    """
+    mirrored = model.predict(np.ascontiguousarray(x[:, :, ::-1]).astype(
+        np.float32), batch_size=batch_size, verbose=0)
+    mean = (np.asarray(probs) + mirrored) / 2
+    k = min(5, mean.shape[-1])
+    return {"top1": top_k_accuracy(y, mean, 1), "top5": top_k_accuracy(y, mean, k)}
+
+
 def format_report(report, max_classes=20):
     """A text table of a `classification_report` dict."""
     lines = [
@@ -177,6 +208,11 @@ def format_report(report, max_classes=20):
         f"{100 * report['top1']:.2f}%  top-5: {100 * report['top5']:.2f}%  "
         f"macro F1: {report['macro_f1']:.3f}",
     ]
+    if "tta_flip" in report:
+        lines.append(f"with flip test-time augmentation: top-1 "
+                     f"{100 * report['tta_flip']['top1']:.2f}%  top-5 "
+                     f"{100 * report['tta_flip']['top5']:.2f}% (the figures "
+                     "above are without it)")
     names = report["class_names"]
     if len(names) <= max_classes:
         width = max(12, max(len(n) for n in names) + 1)
