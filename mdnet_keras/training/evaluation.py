@@ -18,6 +18,17 @@ import numpy as np
 TTA_MODES = ("none", "flip")
 
 
+def evaluation_jit_compile():
+    """XLA for evaluation on accelerators only.
+
+    On a CPU, compiling MDNet's inference with XLA takes longer than
+    running it op by op, under JAX too.
+    """
+    from mdnet_keras.training import recipe
+
+    return recipe.has_accelerator()
+
+
 def confusion_matrix(y_true, y_pred, num_classes):
     """Counts: row = true class, column = predicted class.
 
@@ -151,6 +162,7 @@ def evaluate_keras_model(model_path, dataset, data=None, split="test",
         raise ValueError(f"--model must be an existing .keras file. "
                          f"Received: {model_path!r}")
     model = keras.saving.load_model(model_path, compile=False)
+    model.jit_compile = evaluation_jit_compile()
     _, height, width, channels = model.input_shape
     data_set = load_dataset(dataset, data=data, image_size=(height, width),
                             channels=channels, data_dir=data_dir,

@@ -800,7 +800,7 @@ def make_batches(config, dataset, num_replicas, jit_compile=False):
     return train_data, val_data
 
 
-def train(config=None, build_model=None, **overrides):
+def train(config=None, build_model=None, callbacks=None, **overrides):
     """Trains an MDNet as `config` says, in the run folder `config.out`.
 
     Args:
@@ -810,6 +810,8 @@ def train(config=None, build_model=None, **overrides):
             keras.Model` that builds another model in MDNet's place (the
             benchmarks train their baselines with it); `config.model` then
             only names it.
+        callbacks: optional list of extra `keras.callbacks.Callback`s,
+            called after the run's own at every hook.
         **overrides: fields to set on top of `config`.
 
     Returns:
@@ -840,12 +842,14 @@ def train(config=None, build_model=None, **overrides):
         f"mixed_{config.mixed_precision_dtype}" if config.mixed_precision
         else "float32")
     try:
-        return _train(config, out, resumed, started, build_model)
+        return _train(config, out, resumed, started, build_model,
+                      list(callbacks or []))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config, out, resumed, started, custom_builder=None):
+def _train(config, out, resumed, started, custom_builder=None,
+           extra_callbacks=()):
     make_scope, num_replicas, is_chief = set_up_distribution(config.strategy)
     if not is_chief:
         out = os.path.join(out, "workers", f"worker_{os.getpid()}")
@@ -960,6 +964,7 @@ def _train(config, out, resumed, started, custom_builder=None):
                                        f"backup_{phase_name}",
                                        ema=bool(ema_momentum),
                                        time_budget=time_budget)
+            callbacks += extra_callbacks
             model._initial_epoch = None
             train_data.epoch = phase_start
             history = model.fit(
@@ -1075,6 +1080,8 @@ def finish_run(config, out, model, dataset, val_data, facts, fit_seconds,
                epochs_this_session, started):
     """Writes the weights, metrics.json and plots of a finished run."""
     save_shipping_weights(model, os.path.join(out, "model.weights.h5"))
+    model.jit_compile = evaluation.evaluation_jit_compile()
+    model.predict_function = None
     probs = model.predict(val_data, verbose=0)
     report = evaluation.classification_report(dataset.y_test, probs,
                                               dataset.class_names)

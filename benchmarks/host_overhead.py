@@ -1,0 +1,251 @@
+"""Host-side cost per training step of the CLI's loop, against bare `fit`.
+
+    python benchmarks/host_overhead.py [--backends=tensorflow,jax] \
+        [--rounds=3] [--real_model=mdnet_micro] [--out=...] [--quick]
+
+A fast accelerator finishes MDNet's training step in a few milliseconds, so
+whatever the training loop does on the host per step (callbacks, the input
+pipeline's NumPy augmentation, copies) decides the step time there. This
+measures that cost without an accelerator: the model's compute is made
+negligible (global pooling and one `Dense`, batch 256), and three arms train
+it side by side, in interleaved rounds, in one process per backend:
+
+- `cli`: `mdnet_keras.training.run.train` (what `python -m mdnet_keras
+  train` runs: every callback, `ImageBatches` with crop + flip, weight EMA);
+- `bare_pipeline`: `model.fit` on the same `ImageBatches`, no callbacks;
+- `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation.
+
+All arms use the recipe's optimizer (SGD-Nesterov with EMA), loss and
+`jit_compile` choice. A step's time is an epoch's training time (from
+`on_epoch_begin` to the validation's `on_test_begin`) over its steps, the
+median over epochs after the first (which compiles) and over rounds.
+`--real_model` adds the same three arms with a real MDNet variant, for the
+CLI / bare-fit epoch-time ratio. Results: `<out>/host_overhead.json` and
+`.md`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+CIFAR10_NPZ = os.path.join(os.path.dirname(ROOT), "shared", "data",
+                           "cifar10.npz")
+BATCH_SIZE = 256
+ARMS = ("cli", "bare_pipeline", "bare_arrays")
+
+
+def tiny_model(input_shape, num_classes):
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(
+        1 / 255)(inputs))
+    outputs = keras.layers.Dense(num_classes, activation="softmax",
+                                 name="predictions")(x)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def make_timer():
+    """A callback recording each epoch's training seconds (no batch hooks,
+    which would stop Keras dispatching steps asynchronously)."""
+    import keras
+
+    class TrainTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self._start = [], None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            if self._start is not None:
+                self.seconds.append(time.perf_counter() - self._start)
+                self._start = None
+
+    return TrainTimer()
+
+
+def step_seconds(timer, steps):
+    import numpy as np
+
+    steady = timer.seconds[1:] or timer.seconds
+    return float(np.median(steady)) / steps
+
+
+def worker(args):
+    """One backend: every arm in turn, `rounds` times; prints JSON."""
+    import keras
+    import numpy as np
+
+    from mdnet_keras.data import ImageBatches
+    from mdnet_keras.data import load_dataset
+    from mdnet_keras.training import recipe
+    from mdnet_keras.training import run
+
+    source = CIFAR10_NPZ if os.path.exists(CIFAR10_NPZ) else None
+    data = (load_dataset("cifar10", data=source) if source
+            else load_dataset("sample"))
+    n = min(args.images, len(data.x_train))
+    x, y = data.x_train[:n], data.y_train[:n]
+    x_val, y_val = data.x_test[:BATCH_SIZE], data.y_test[:BATCH_SIZE]
+    tmp = tempfile.mkdtemp(prefix="host_overhead_")
+    subset = os.path.join(tmp, "subset.npz")
+    np.savez(subset, x_train=x, y_train=y, x_test=x_val, y_test=y_val)
+    classes = data.num_classes
+    one_hot = np.eye(classes, dtype="float32")
+    steps = n // BATCH_SIZE
+    jit = recipe.default_jit_compile()
+    fast = recipe.RECIPES["fast"]
+    ema = recipe.ema_momentum_for(fast.ema_fraction, steps * args.epochs)
+
+    def compiled(build):
+        model = build(data.image_shape, classes)
+        optimizer = recipe.make_optimizer(
+            model, fast.learning_rate, fast.weight_decay,
+            optimizer=fast.optimizer, momentum=fast.momentum,
+            ema_momentum=ema)
+        return recipe.compile_model(model, optimizer, classes,
+                                    fast.label_smoothing, jit)
+
+    def arm(name, build, model_name, round_index):
+        timer = make_timer()
+        if name == "cli":
+            run.train(dict(dataset="npz", data=subset, model=model_name,
+                           recipe="fast", epochs=args.epochs,
+                           warmup_epochs=0, batch_size=BATCH_SIZE,
+                           ema_momentum=ema, verbose=0,
+                           out=os.path.join(tmp, f"{model_name}-{round_index}")),
+                      build_model=build, callbacks=[timer])
+        elif name == "bare_pipeline":
+            batches = ImageBatches(x, y, classes, batch_size=BATCH_SIZE,
+                                   drop_remainder=True)
+            val = ImageBatches(x_val, y_val, classes, batch_size=BATCH_SIZE,
+                               shuffle=False, augment=False)
+            compiled(build).fit(batches, validation_data=val,
+                                epochs=args.epochs, shuffle=False,
+                                callbacks=[timer], verbose=0)
+        else:
+            compiled(build).fit(
+                x.astype("float32"), one_hot[y], batch_size=BATCH_SIZE,
+                validation_data=(x_val.astype("float32"), one_hot[y_val]),
+                epochs=args.epochs, callbacks=[timer], verbose=0)
+        return step_seconds(timer, steps)
+
+    models = [("tiny", tiny_model, "tiny")]
+    if args.real_model:
+        from mdnet_keras.models import MDNet
+
+        def real(shape, num_classes):
+            return MDNet(shape, num_classes, variant=args.real_model)
+
+        models.append((args.real_model, None, args.real_model))
+    results = {}
+    for label, build, model_name in models:
+        per_arm = {name: [] for name in ARMS}
+        for round_index in range(args.rounds):
+            for name in ARMS:
+                chosen = build or (real if name != "cli" else None)
+                per_arm[name].append(arm(name, chosen, model_name,
+                                         round_index))
+        results[label] = {
+            "step_ms": {k: [round(1e3 * v, 3) for v in values]
+                        for k, values in per_arm.items()},
+            "median_step_ms": {k: round(1e3 * float(np.median(v)), 3)
+                               for k, v in per_arm.items()},
+        }
+        median = results[label]["median_step_ms"]
+        results[label]["cli_over_bare_pipeline"] = round(
+            median["cli"] / median["bare_pipeline"], 3)
+        results[label]["cli_over_bare_arrays"] = round(
+            median["cli"] / median["bare_arrays"], 3)
+    print("RESULT " + json.dumps({
+        "backend": keras.backend.backend(), "keras": keras.__version__,
+        "jit_compile": jit, "images": n, "steps_per_epoch": steps,
+        "batch_size": BATCH_SIZE, "epochs_per_run": args.epochs,
+        "rounds": args.rounds, "data": ("CIFAR-10 (JPEG copy), "
+                                        "../shared/data/cifar10.npz"
+                                        if source else "the package sample"),
+        "models": results}))
+
+
+def write_markdown(report, path):
+    machine = report["machine"]
+    lines = [
+        "# Host-side cost per training step: the CLI's loop against bare "
+        "`fit`", "",
+        f"Command: `{report['command']}`. Machine: "
+        f"{machine.get('cpu_model', machine['machine'])}, "
+        f"{machine['cpu_count']} cores, load average at the start "
+        f"{machine.get('load_average')}. "
+        "Batch 256; a step is an epoch's training time over its steps "
+        "(median of the epochs after the first and of the rounds).", "",
+        "| backend | model | cli ms/step | bare fit on ImageBatches | bare "
+        "fit on arrays | cli / bare pipeline | cli / bare arrays |",
+        "|---|---|---:|---:|---:|---:|---:|"]
+    for backend in report["backends"]:
+        for model, r in backend["models"].items():
+            m = r["median_step_ms"]
+            lines.append(
+                f"| {backend['backend']} | {model} | {m['cli']:.2f} | "
+                f"{m['bare_pipeline']:.2f} | {m['bare_arrays']:.2f} | "
+                f"{r['cli_over_bare_pipeline']:.2f} | "
+                f"{r['cli_over_bare_arrays']:.2f} |")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images", type=int, default=20 * BATCH_SIZE)
+    parser.add_argument("--real_model", default=None)
+    parser.add_argument("--out", default=os.path.join(
+        ROOT, "benchmarks", "results", "host_overhead"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", action="store_true",
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs, args.images = 1, 2, 2 * BATCH_SIZE
+    if args.worker:
+        return worker(args)
+    from benchmarks.run import machine_info
+
+    report = {"command": "python benchmarks/host_overhead.py "
+                         + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": machine_info(), "backends": []}
+    passed = [a for a in (argv if argv is not None else sys.argv[1:])
+              if not a.startswith("--backends")]
+    for backend in args.backends.split(","):
+        env = dict(os.environ, KERAS_BACKEND=backend,
+                   TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+        done = subprocess.run([sys.executable, os.path.abspath(__file__),
+                               "--worker", *passed], env=env,
+                              capture_output=True, text=True)
+        line = next((l for l in done.stdout.splitlines()
+                     if l.startswith("RESULT ")), None)
+        if done.returncode or line is None:
+            raise RuntimeError(f"{backend} worker failed:\n"
+                               f"{(done.stdout + done.stderr)[-3000:]}")
+        report["backends"].append(json.loads(line[len("RESULT "):]))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "host_overhead.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    write_markdown(report, os.path.join(args.out, "host_overhead.md"))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""`benchmarks/recipe.py` and `benchmarks/host_overhead.py` in their quick
+modes: they run the package's training loop and write JSON, Markdown and
+(for recipes) the per-epoch plot."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import host_overhead  # noqa: E402
+from benchmarks import recipe as recipe_benchmark  # noqa: E402
+
+
+def test_epochs_spec():
+    assert recipe_benchmark.parse_epochs("resnet20:10,mdnet:6",
+                                         ["mdnet", "resnet20"]) == {
+        "mdnet": 6, "resnet20": 10}
+    assert recipe_benchmark.parse_epochs("3", ["a", "b"]) == {"a": 3, "b": 3}
+    with pytest.raises(ValueError, match="no epochs for \\['b'\\]"):
+        recipe_benchmark.parse_epochs("a:2", ["a", "b"])
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_quick(tmp_path):
+    results = recipe_benchmark.main(["--quick", f"--out={tmp_path}"])
+    assert [r["recipe"] for r in results["runs"]] == ["legacy", "fast"]
+    for r in results["runs"]:
+        assert len(r["test_top1_per_epoch"]) == r["epochs"] == 6
+        assert r["final_test_top1"] == pytest.approx(
+            r["test_top1_per_epoch"][-1])
+    fast = results["runs"][1]
+    assert fast["config"]["optimizer"] == "sgd"
+    assert fast["ema_momentum_used"] > 0
+    saved = json.loads((tmp_path / "cifar10.json").read_text())
+    assert saved["runs"] == json.loads(json.dumps(results["runs"]))
+    assert "| resnet20 | fast | 6 |" in (tmp_path / "cifar10.md").read_text()
+    assert (tmp_path / "cifar10.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_host_overhead_quick(tmp_path):
+    report = host_overhead.main(["--quick", "--backends=tensorflow",
+                                 f"--out={tmp_path}"])
+    (backend,) = report["backends"]
+    medians = backend["models"]["tiny"]["median_step_ms"]
+    assert set(medians) == set(host_overhead.ARMS)
+    assert all(v > 0 for v in medians.values())
+    assert "| tensorflow | tiny |" in (tmp_path / "host_overhead.md").read_text()
