@@ -77,7 +77,9 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
     """Trains one pair through `run.train`; returns its summary."""
     from benchmarks import baselines
     from mdnet_keras.models import MDNET_VARIANTS
+    from mdnet_keras.training import evaluation
     from mdnet_keras.training import run
+    from mdnet_keras.training import run_folder
 
     builder = (None if model in MDNET_VARIANTS else
                lambda shape, classes: baselines.build_model(model, shape,
@@ -86,11 +88,10 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
                   recipe=recipe_name, epochs=epochs, batch_size=BATCH_SIZE,
                   seed=seed, out=out, verbose=2)
     started = time.time()
-    if run.run_state(out) == "finished":
+    if run_folder.run_state(out) == "finished":
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
             metrics = json.load(f)
-        history = run.evaluation.read_history(os.path.join(out,
-                                                           "history.csv"))
+        history = evaluation.read_history(os.path.join(out, "history.csv"))
     else:
         result = run.train(config, build_model=builder)
         metrics, history = result["metrics"], result["history"]

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from mdnet_keras.training import run
+from mdnet_keras.training import config as train_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def cli(*args, cwd=None):
 def test_help_documents_every_training_option():
     done = cli("train", "--help")
     assert "USAGE" in done.stdout  # (absl's --help exits with status 1)
-    for field in dataclasses.fields(run.TrainConfig):
+    for field in dataclasses.fields(train_config.TrainConfig):
         assert f"--{field.name}:" in done.stdout or \
             f"--[no]{field.name}:" in done.stdout, field.name
 

@@ -169,7 +169,7 @@ _define(flags.DEFINE_string, "verbose", "auto",
 
 def config_from_flags():
     """The `TrainConfig` fields as the flags give them."""
-    from mdnet_keras.training.run import TrainConfig
+    from mdnet_keras.training import TrainConfig
     import dataclasses
 
     config = {f.name: FLAGS[f.name].value
@@ -184,11 +184,12 @@ def main(argv):
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(2)
     from mdnet_keras.data import DatasetNotFoundError
+    from mdnet_keras.training import callbacks as run_callbacks
     from mdnet_keras.training import run
 
     try:
         run.train(config_from_flags())
-    except run.TrainingDivergedError as e:
+    except run_callbacks.TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except (ValueError, DatasetNotFoundError) as e:

@@ -37,701 +37,32 @@ global batch (split over replicas); the peak learning rate is
 `learning_rate * batch_size / 128` unless `scale_learning_rate=False`.
 """
 
-import contextlib
-import csv
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 
 import keras
-import numpy as np
 
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import recipe
+from mdnet_keras.training import callbacks as run_callbacks
+from mdnet_keras.training import config as config_lib
+from mdnet_keras.training import distribution
+from mdnet_keras.training import run_folder
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
-PRECISION_DTYPES = ("bfloat16", "float16")
+
 HEAD_LAYERS = ("predictions",)
-MONITOR = "val_top1"
-# Length and batch defaults per data set: the embedded sample trains in a
-# minute or two on a laptop CPU; the rest follow the CIFAR recipe.
-# CIFAR takes the recipe `recipe="auto"` chooses for its epochs. The
-# sample and folders keep the legacy recipe, with the values under
-# "recipe_values" unless --recipe names a recipe.
-CIFAR_RECIPE = {"model": "mdnet", "epochs": 200, "batch_size": 128,
-                "recipe": "auto", "drop_path_rate": 0.1}
-DATASET_DEFAULTS = {
-    "sample": {"model": "mdnet_micro", "epochs": 10, "batch_size": 64,
-               "recipe": "legacy", "drop_path_rate": 0.0,
-               "recipe_values": {"warmup_epochs": 1, "learning_rate": 2e-3}},
-    "cifar10": CIFAR_RECIPE,
-    "cifar100": CIFAR_RECIPE,
-    "npz": CIFAR_RECIPE,
-    "folder": {"model": "mdnet_small", "epochs": 50, "batch_size": 32,
-               "recipe": "legacy", "drop_path_rate": 0.1,
-               "recipe_values": {"warmup_epochs": 2}},
-}
-MAX_PRESET_WARMUP_SHARE = 0.2
-# Keys that may differ between the run on disk and a resuming call.
-RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
-                    "time_budget_minutes")
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss (or a weight) became NaN or infinite; the run was stopped."""
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot be used for this run (the message says why)."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run depends on; every field is a `train` flag.
-
-    Fields left `None` are filled by `resolve_config` from
-    `DATASET_DEFAULTS` (the sample: a short run of `mdnet_micro`; CIFAR:
-    200 epochs of `mdnet` at batch 128), then from the named recipe
-    (`recipe.RECIPES`; `"auto"` chooses by the number of epochs).
-    """
-
-    # Data.
-    dataset: str = "sample"
-    data: str = None
-    data_dir: str = None
-    download: bool = False
-    image_size: int = None
-    channels: int = None
-    validation_split: float = 0.1
-    skip_bad_files: bool = False
-    # Model.
-    model: str = None
-    model_config: dict = None
-    attention: str = "differential"
-    drop_path_rate: float = None
-    dropout_rate: float = 0.2
-    stem_strides: int = 1
-    init_from: str = None
-    freeze_backbone_epochs: int = 0
-    # Optimisation: fields left None come from the recipe.
-    recipe: str = None
-    epochs: int = None
-    batch_size: int = None
-    optimizer: str = None
-    learning_rate: float = None
-    scale_learning_rate: bool = True
-    weight_decay: float = None
-    momentum: float = None
-    schedule: str = None
-    warmup_epochs: float = None
-    min_lr_ratio: float = 0.0
-    label_smoothing: float = None
-    ema_momentum: float = None
-    clipnorm: float = None
-    class_weight: str = "none"
-    time_budget_minutes: float = None
-    # Augmentation.
-    crop_padding: int = None
-    flip: bool = True
-    randaugment: bool = None
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    # Runtime.
-    seed: int = 0
-    mixed_precision: bool = False
-    mixed_precision_dtype: str = "bfloat16"
-    jit_compile: str = "auto"
-    strategy: str = "none"
-    workers: int = 1
-    out: str = None
-    overwrite: bool = False
-    verbose: str = "auto"
-
-
-def resolve_config(config=None, custom_model=False, **overrides):
-    """Fills defaults and checks names and values; returns a `TrainConfig`.
-
-    Args:
-        config: a `TrainConfig`, a dict of its fields, or None.
-        custom_model: bool, `model` names a model the caller builds (see
-            `train(build_model=...)`), not an MDNet variant.
-        **overrides: fields to set on top.
-
-    Raises:
-        ValueError: an unknown data set, model, strategy or field, or a bad
-            value (the message names it).
-    """
-    from mdnet_keras.data import DATASET_NAMES
-    from mdnet_keras.models import MDNET_VARIANTS
-
-    if config is None:
-        config = {}
-    if isinstance(config, TrainConfig):
-        config = dataclasses.asdict(config)
-    config = dict(config, **overrides)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"Unknown training options {unknown}.")
-    config = TrainConfig(**config)
-    if config.dataset not in DATASET_NAMES:
-        raise ValueError(
-            f"Unknown dataset {config.dataset!r}; choose one of "
-            f"{', '.join(DATASET_NAMES)}."
-        )
-    defaults = dict(DATASET_DEFAULTS[config.dataset])
-    recipe_values = defaults.pop("recipe_values", {})
-    if config.recipe is None:
-        defaults.update(recipe_values)
-    for key, value in defaults.items():
-        if getattr(config, key) is None:
-            setattr(config, key, value)
-    try:
-        chosen = recipe.get_recipe(config.recipe, int(config.epochs))
-    except ValueError as e:
-        raise ValueError(f"--recipe: {e}") from None
-    if config.recipe == "auto":
-        config.recipe = next(name for name, value in recipe.RECIPES.items()
-                             if value == chosen)
-    if config.warmup_epochs is None:
-        # A preset's warm-up takes at most a fifth of a short run.
-        config.warmup_epochs = min(chosen.warmup_epochs,
-                                   MAX_PRESET_WARMUP_SHARE * int(config.epochs))
-    for key, value in dataclasses.asdict(chosen).items():
-        if hasattr(config, key) and getattr(config, key) is None:
-            setattr(config, key, value)
-    if config.optimizer not in recipe.OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose "
-                         f"one of {', '.join(recipe.OPTIMIZERS)}.")
-    if config.schedule not in recipe.SCHEDULES:
-        raise ValueError(f"Unknown schedule {config.schedule!r}; choose one "
-                         f"of {', '.join(recipe.SCHEDULES)}.")
-    for key in ("momentum", "ema_momentum"):
-        if getattr(config, key) is not None and not (
-                0.0 <= float(getattr(config, key)) < 1.0):
-            raise ValueError(f"`{key}` must be in [0, 1). Received: "
-                             f"{getattr(config, key)}")
-    if config.time_budget_minutes is not None and config.time_budget_minutes <= 0:
-        raise ValueError("`time_budget_minutes` must be > 0. Received: "
-                         f"{config.time_budget_minutes}")
-    if not custom_model and config.model not in MDNET_VARIANTS:
-        raise ValueError(
-            f"Unknown model {config.model!r}; choose one of "
-            f"{', '.join(sorted(MDNET_VARIANTS))}."
-        )
-    if config.strategy not in STRATEGIES:
-        raise ValueError(
-            f"Unknown strategy {config.strategy!r}; choose one of "
-            f"{', '.join(STRATEGIES)}."
-        )
-    if config.mixed_precision_dtype not in PRECISION_DTYPES:
-        raise ValueError(
-            f"`mixed_precision_dtype` must be one of {PRECISION_DTYPES}. "
-            f"Received: {config.mixed_precision_dtype!r}"
-        )
-    if str(config.jit_compile).lower() not in ("auto", "true", "false"):
-        raise ValueError(
-            "`jit_compile` must be 'auto', 'true' or 'false'. Received: "
-            f"{config.jit_compile!r}"
-        )
-    config.jit_compile = str(config.jit_compile).lower()
-    if isinstance(config.model_config, str):
-        config.model_config = json.loads(config.model_config or "{}")
-    config.model_config = dict(config.model_config or {})
-    for key in ("epochs", "batch_size"):
-        if int(getattr(config, key)) < 1:
-            raise ValueError(f"`{key}` must be >= 1. Received: "
-                             f"{getattr(config, key)}")
-    if not 0 <= config.freeze_backbone_epochs <= config.epochs:
-        raise ValueError(
-            "`freeze_backbone_epochs` must be in [0, epochs]. Received: "
-            f"{config.freeze_backbone_epochs} with epochs={config.epochs}"
-        )
-    if config.freeze_backbone_epochs and not config.init_from:
-        logger.warning("Freezing the backbone of a randomly initialised "
-                       "model: pass --init_from to fine-tune trained weights.")
-    if config.init_from and not os.path.exists(config.init_from):
-        raise ValueError(f"`init_from` file not found: {config.init_from}")
-    if config.out is None:
-        config.out = default_out_dir(config)
-    return config
-
-
-def default_out_dir(config, root="runs"):
-    """`runs/<dataset>-<model>`, or the first `-2`, `-3`... not finished."""
-    base = os.path.join(root, f"{config.dataset}-{config.model}")
-    candidate, number = base, 1
-    while run_state(candidate) == "finished" and not config.overwrite:
-        number += 1
-        candidate = f"{base}-{number}"
-    return candidate
-
-
-def run_state(out):
-    """`None` (no run), `"running"` (unfinished), `"finished"`, `"diverged"`."""
-    path = os.path.join(out, "status.json")
-    if not os.path.exists(path):
-        if os.path.exists(os.path.join(out, "config.json")):
-            return "running"
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("state", "running")
-    except (OSError, ValueError):
-        return "running"
-
-
-def write_status(out, state, **extra):
-    evaluation.write_json(os.path.join(out, "status.json"),
-                          dict(state=state, time=time.time(), **extra))
-
-
-def prepare_run_folder(config):
-    """Checks `config.out` and says whether the run resumes.
-
-    Returns:
-        bool, True when an unfinished run of the same configuration is there.
-
-    Raises:
-        RunFolderError: a finished run without `overwrite`, another run's
-            configuration, or a non-empty folder that is not a run folder.
-    """
-    out = config.out
-    if not os.path.exists(out):
-        os.makedirs(out)
-        return False
-    if not os.path.isdir(out):
-        raise RunFolderError(f"--out={out} exists and is not a folder.")
-    entries = os.listdir(out)
-    if not entries:
-        return False
-    config_path = os.path.join(out, "config.json")
-    if not os.path.exists(config_path):
-        raise RunFolderError(
-            f"--out={out} is not empty and holds no training run "
-            "(no config.json); nothing there is deleted. Choose a new or "
-            "empty folder."
-        )
-    state = run_state(out)
-    if config.overwrite:
-        logger.warning("--overwrite: deleting the run in %s", out)
-        shutil.rmtree(out)
-        os.makedirs(out)
-        return False
-    if state == "finished":
-        raise RunFolderError(
-            f"--out={out} already holds a finished run (see "
-            f"{os.path.join(out, 'metrics.json')}). Pass --overwrite to "
-            "replace it, or choose another --out."
-        )
-    with open(config_path, encoding="utf-8") as f:
-        previous = json.load(f).get("config", {})
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
-    differing = sorted(
-        key for key in set(previous) | set(current)
-        if key not in RESUME_FREE_KEYS and previous.get(key) != current.get(key)
-    )
-    if differing:
-        details = ", ".join(
-            f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differing
-        )
-        raise RunFolderError(
-            f"--out={out} holds an unfinished run with another configuration "
-            f"({details}). Re-run with the same flags to resume it, pass "
-            "--overwrite to replace it, or choose another --out."
-        )
-    return True
-
-
-# ---------------------------------------------------------------------------
-# Backend and distribution set-up
-# ---------------------------------------------------------------------------
-
-
-def set_up_distribution(strategy):
-    """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
-
-    `make_scope()` returns a fresh context manager each time (a strategy's
-    scope can be entered once per object).
-
-    TensorFlow: `tf.distribute.MirroredStrategy` over the GPUs (else over
-    every logical CPU device, e.g. the CPU split in two), or
-    `MultiWorkerMirroredStrategy` from `TF_CONFIG`. JAX:
-    `keras.distribution.DataParallel` over all devices (`multi_worker`
-    first calls `keras.distribution.initialize()` from the
-    `KERAS_DISTRIBUTION_*` variables).
-    """
-    backend = keras.backend.backend()
-    if strategy == "none":
-        return contextlib.nullcontext, 1, True
-    if strategy == "multi_worker":
-        check_multi_worker_environment(backend)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if strategy == "mirrored":
-            gpus = tf.config.list_logical_devices("GPU")
-            devices = [d.name for d in
-                       (gpus or tf.config.list_logical_devices("CPU"))]
-            dist = tf.distribute.MirroredStrategy(devices=devices)
-            return dist.scope, dist.num_replicas_in_sync, True
-        dist = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = dist.cluster_resolver
-        task_type, task_id = resolver.task_type, resolver.task_id
-        chief = task_type == "chief" or (
-            task_type == "worker" and task_id == 0
-            and "chief" not in resolver.cluster_spec().as_dict())
-        return dist.scope, dist.num_replicas_in_sync, chief
-    if backend == "jax":
-        if strategy == "multi_worker":
-            keras.distribution.initialize()
-        devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=devices))
-        import jax
-
-        return contextlib.nullcontext, len(devices), jax.process_index() == 0
-    raise ValueError(
-        f"--strategy={strategy} needs the TensorFlow or JAX backend; this "
-        f"is {backend}. Use --strategy=none."
-    )
-
-
-def check_multi_worker_environment(backend):
-    """Raises a clear error when the cluster description is missing."""
-    if backend == "tensorflow":
-        raw = os.environ.get("TF_CONFIG")
-        if not raw:
-            raise ValueError(
-                "--strategy=multi_worker needs the TF_CONFIG environment "
-                "variable on every worker, e.g. TF_CONFIG='{\"cluster\": "
-                "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": "
-                "{\"type\": \"worker\", \"index\": 0}}'. Without it "
-                "MultiWorkerMirroredStrategy silently trains one replica. "
-                "Use --strategy=mirrored for the devices of one machine."
-            )
-        try:
-            spec = json.loads(raw)
-            spec["cluster"], spec["task"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                "TF_CONFIG must be JSON with 'cluster' and 'task' keys. "
-                f"Received: {raw!r}"
-            ) from e
-    elif backend == "jax":
-        needed = ("KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                  "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                  "KERAS_DISTRIBUTION_PROCESS_ID")
-        missing = [name for name in needed if not os.environ.get(name)]
-        if missing:
-            raise ValueError(
-                "--strategy=multi_worker under JAX needs "
-                f"{', '.join(needed)} on every process (see "
-                "keras.distribution.initialize); missing: "
-                f"{', '.join(missing)}. Use --strategy=mirrored for the "
-                "devices of one machine."
-            )
 
 
 def resolve_jit_compile(value):
     if value == "auto":
         return recipe.default_jit_compile()
     return value == "true"
-
-
-# ---------------------------------------------------------------------------
-# Callbacks
-# ---------------------------------------------------------------------------
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-    """Raises `TrainingDivergedError` on a NaN/inf loss or weight.
-
-    Placed first, it runs before anything of the failing epoch is saved;
-    raising (rather than `stop_training`) also skips `on_train_end`, so the
-    backup is not deleted. It checks at epoch ends only: a NaN loss stays
-    NaN in the epoch's running mean, and a per-batch hook would make every
-    step wait for the device (Keras dispatches batch hooks asynchronously
-    only when no callback implements them).
-    """
-
-    def __init__(self, out):
-        super().__init__()
-        self.out = out
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.fail(f"the loss of epoch {epoch + 1} is {loss}")
-        for weight in self.model.weights:
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
-                self.fail(f"weight {weight.path} is not finite after epoch "
-                          f"{epoch + 1}")
-
-    def fail(self, reason):
-        raise TrainingDivergedError(reason)
-
-
-class EmaWeightsRestorer(keras.callbacks.Callback):
-    """Puts the raw weights back after the EMA weights were saved.
-
-    `keras.callbacks.SwapEMAWeights(swap_on_epoch=True)` swaps the moving
-    average into the model at each epoch end, so the checkpoints written
-    after it hold the averaged weights; this callback, placed after them
-    and before the backup writer, swaps back so that the backup holds the
-    raw weights and their average as they were (a resumed run continues
-    the same curve). At the last epoch the swapper has made both the same.
-    """
-
-    def __init__(self, swapper):
-        super().__init__()
-        self.swapper = swapper
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.swapper.on_epoch_begin(epoch)
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training before an epoch that would end past the budget.
-
-    The expected epoch time is the median of the finished epochs after the
-    first (which also compiles), or the first while it is the only one.
-    The run then finishes as usual (weights, metrics) with fewer epochs.
-    """
-
-    def __init__(self, seconds, started=None):
-        super().__init__()
-        self.seconds = float(seconds)
-        self.started = time.time() if started is None else started
-        self.durations = []
-        self.stopped_after = None
-        self._epoch_started = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.durations.append(time.time() - self._epoch_started)
-        if should_stop_for_budget(self.durations,
-                                  self.seconds - (time.time() - self.started)):
-            self.stopped_after = epoch + 1
-            self.model.stop_training = True
-            print(f"--time_budget_minutes: stopping after epoch {epoch + 1}; "
-                  "another epoch would end past the budget.")
-
-
-def should_stop_for_budget(durations, seconds_left):
-    """Whether one more epoch is expected to outrun `seconds_left`."""
-    steady = durations[1:] or durations
-    return float(np.median(steady)) > seconds_left
-
-
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose epoch-end save is done by `BackupWriter`.
-
-    It restores first (placed early) and saves last (its writer is placed at
-    the end), so a kill between the two never leaves a backup ahead of
-    `history.csv` or the checkpoints.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-
-    def save(self):
-        self._last_batch_seen = 0
-        self._save_model()
-
-
-class BackupWriter(keras.callbacks.Callback):
-    def __init__(self, backup):
-        super().__init__()
-        self.backup = backup
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.backup.save()
-
-
-class ResumeSync(keras.callbacks.Callback):
-    """After the backup is restored: trims history, syncs data and best.
-
-    Drops `history.csv` rows of epochs that will be re-run, puts the
-    training data on the start epoch's shuffle, and sets the best
-    `val_top1` seen so far as the checkpoint's threshold.
-    """
-
-    def __init__(self, out, train_data, best_checkpoint, phase_start):
-        super().__init__()
-        self.out = out
-        self.train_data = train_data
-        self.best_checkpoint = best_checkpoint
-        self.phase_start = phase_start
-        self.start_epoch = phase_start
-
-    def on_train_begin(self, logs=None):
-        self.start_epoch = self.model._initial_epoch or self.phase_start
-        rows = trim_history(os.path.join(self.out, "history.csv"),
-                            self.start_epoch)
-        self.train_data.epoch = self.start_epoch
-        best = best_so_far(self.out, rows)
-        if best is not None:
-            self.best_checkpoint.best = best
-        if self.start_epoch:
-            print(f"Resuming from epoch {self.start_epoch + 1} "
-                  f"(best {MONITOR} so far: {best}).")
-
-
-class EpochSeeds(keras.callbacks.Callback):
-    """Puts every `SeedGenerator` of the model on a per-epoch state.
-
-    Dropout and DropPath draw from seed generators whose state is not in
-    the saved weights; resetting them to `[seed, epoch * 2**20]` at each
-    epoch start makes an epoch's randomness the same whether the run was
-    resumed or not.
-    """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        for generator in seed_generators(self.model):
-            state = keras.ops.convert_to_numpy(generator.state)
-            value = np.array([state[0], (epoch * 2**20) % 2**31],
-                             dtype=state.dtype)
-            generator.state.assign(value)
-
-
-def seed_generators(model):
-    found = {}
-    for layer in model._flatten_layers(include_self=True):
-        for generator in getattr(layer, "_seed_generators", []):
-            found[id(generator)] = generator
-    return list(found.values())
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the learning rate at the end of each epoch to the logs."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
-
-
-class BestRecorder(keras.callbacks.Callback):
-    """Writes `best.json` when `best.keras` was just replaced."""
-
-    def __init__(self, out, checkpoint):
-        super().__init__()
-        self.out = out
-        self.checkpoint = checkpoint
-        self.recorded = None
-
-    def on_train_begin(self, logs=None):
-        self.recorded = self.checkpoint.best
-
-    def on_epoch_end(self, epoch, logs=None):
-        best = self.checkpoint.best
-        if best is not None and best != self.recorded:
-            evaluation.write_json(os.path.join(self.out, "best.json"),
-                                  {"epoch": epoch, MONITOR: float(best)})
-            self.recorded = best
-
-
-class AtomicModelSaver(keras.callbacks.Callback):
-    """Saves the whole model to `path` each epoch via a temp file + rename."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        save_model_atomic(self.model, self.path)
-
-
-def save_model_atomic(model, path):
-    tmp = path[: -len(".keras")] + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def current_learning_rate(optimizer):
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return float(keras.ops.convert_to_numpy(inner.learning_rate))
-
-
-def trim_history(path, start_epoch):
-    """Keeps the rows of epochs `< start_epoch`; returns them as dicts."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames
-        rows = list(reader)
-    kept = []
-    for row in rows:
-        try:
-            if int(float(row["epoch"])) < start_epoch:
-                kept.append(row)
-        except (KeyError, TypeError, ValueError):
-            continue
-    if len(kept) != len(rows) or not start_epoch:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if kept and fields:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(kept)
-        os.replace(tmp, path)
-        if not kept:
-            os.remove(path)
-    return kept
-
-
-def best_so_far(out, rows):
-    values = []
-    for row in rows:
-        try:
-            values.append(float(row[MONITOR]))
-        except (KeyError, TypeError, ValueError):
-            pass
-    path = os.path.join(out, "best.json")
-    if os.path.exists(path) and os.path.exists(os.path.join(out, "best.keras")):
-        try:
-            with open(path, encoding="utf-8") as f:
-                values.append(float(json.load(f)[MONITOR]))
-        except (OSError, ValueError, KeyError):
-            pass
-    values = [v for v in values if np.isfinite(v)]
-    return max(values) if values else None
-
-
-def module_available(name):
-    """Whether `import name` can work, without importing it."""
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def tensorboard_callback(log_dir):
-    """`keras.callbacks.TensorBoard`, or None (with a line) without TF."""
-    missing = [name for name in ("tensorflow", "tensorboard")
-               if not module_available(name)]
-    if missing:
-        print(f"No TensorBoard logs: {' and '.join(missing)} not installed "
-              "(the callback writes through tf.summary).")
-        return None
-    return keras.callbacks.TensorBoard(log_dir=log_dir)
-
-
-# ---------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------
 
 
 def set_backbone_trainable(model, trainable):
@@ -827,11 +158,11 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
             good epoch's `last.keras`, `best.keras` and backup are kept.
     """
     started = time.time()
-    config = resolve_config(config, custom_model=build_model is not None,
+    config = config_lib.resolve_config(config, custom_model=build_model is not None,
                             **overrides)
     if config.strategy == "multi_worker":
-        check_multi_worker_environment(keras.backend.backend())
-    resumed = prepare_run_folder(config)
+        distribution.check_multi_worker_environment(keras.backend.backend())
+    resumed = run_folder.prepare_run_folder(config)
     out = config.out
     print(f"Run folder: {os.path.abspath(out)}"
           + (" (resuming)" if resumed else ""))
@@ -850,7 +181,7 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
 
 def _train(config, out, resumed, started, custom_builder=None,
            extra_callbacks=()):
-    make_scope, num_replicas, is_chief = set_up_distribution(config.strategy)
+    make_scope, num_replicas, is_chief = distribution.set_up_distribution(config.strategy)
     if not is_chief:
         out = os.path.join(out, "workers", f"worker_{os.getpid()}")
         os.makedirs(out, exist_ok=True)
@@ -908,7 +239,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         })
         with open(os.path.join(out, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in dataset.class_names))
-    write_status(out, "running")
+    run_folder.write_status(out, "running")
     print(f"{dataset.name}: {facts['num_train']} train / {facts['num_test']} "
           f"test images {tuple(dataset.image_shape)}, {dataset.num_classes} "
           f"classes; {config.model}, {config.epochs} epochs of "
@@ -931,7 +262,7 @@ def _train(config, out, resumed, started, custom_builder=None,
 
     epochs_this_session = 0
     phase_start = 0
-    time_budget = (TimeBudget(60 * config.time_budget_minutes, started)
+    time_budget = (run_callbacks.TimeBudget(60 * config.time_budget_minutes, started)
                    if config.time_budget_minutes else None)
     optimizer = None
     fit_started = time.time()
@@ -951,7 +282,7 @@ def _train(config, out, resumed, started, custom_builder=None,
                     new_optimizer.iterations.assign(
                         int(keras.ops.convert_to_numpy(optimizer.iterations)))
                     if ema_momentum:
-                        start_average_at_weights(new_optimizer,
+                        run_callbacks.start_average_at_weights(new_optimizer,
                                                  model.trainable_variables)
                 optimizer = new_optimizer
                 recipe.compile_model(model, optimizer, dataset.num_classes,
@@ -960,7 +291,7 @@ def _train(config, out, resumed, started, custom_builder=None,
                 print(f"Phase '{phase_name}': epochs {phase_start + 1}-"
                       f"{phase_end}, backbone "
                       f"{'trainable' if trainable else 'frozen'}.")
-            callbacks = make_callbacks(out, train_data, phase_start,
+            callbacks = run_callbacks.make_callbacks(out, train_data, phase_start,
                                        f"backup_{phase_name}",
                                        ema=bool(ema_momentum),
                                        time_budget=time_budget)
@@ -981,8 +312,8 @@ def _train(config, out, resumed, started, custom_builder=None,
             phase_start = phase_end
             if time_budget is not None and time_budget.stopped_after:
                 break
-    except TrainingDivergedError as e:
-        last_epoch = last_history_epoch(out)
+    except run_callbacks.TrainingDivergedError as e:
+        last_epoch = run_folder.last_history_epoch(out)
         kept = (f"kept the last good model of epoch {last_epoch}: "
                 f"{os.path.join(out, 'last.keras')} (best: "
                 f"{os.path.join(out, 'best.keras')}), and the backup in "
@@ -992,81 +323,21 @@ def _train(config, out, resumed, started, custom_builder=None,
         message = (f"Training stopped: {e}; {kept}. Try a lower "
                    f"--learning_rate (now {config.learning_rate}, peak "
                    f"{peak_lr:.3g}) or --clipnorm.")
-        write_status(out, "diverged", message=message)
-        raise TrainingDivergedError(message) from None
+        run_folder.write_status(out, "diverged", message=message)
+        raise run_callbacks.TrainingDivergedError(message) from None
     fit_seconds = time.time() - fit_started
 
     metrics = finish_run(config, out, model, dataset, val_data, facts,
                          fit_seconds, epochs_this_session, started)
     shutil.rmtree(os.path.join(out, "backup_frozen"), ignore_errors=True)
     shutil.rmtree(os.path.join(out, "backup_full"), ignore_errors=True)
-    write_status(out, "finished")
+    run_folder.write_status(out, "finished")
     print(f"Top-1 {100 * metrics['top1']:.2f}%, top-5 "
           f"{100 * metrics['top5']:.2f}% on {metrics['num_examples']} test "
           f"images. Run folder: {os.path.abspath(out)}")
     return {"out": out, "metrics": metrics, "resumed": resumed,
             "history": evaluation.read_history(
                 os.path.join(out, "history.csv"))}
-
-
-def start_average_at_weights(optimizer, variables):
-    """Starts a built optimizer's weight average at the current weights.
-
-    Keras starts the average at the weights only when `iterations` is 0; a
-    later phase continues the step count, so its new average would
-    otherwise start from zeros.
-    """
-    for average, variable in zip(optimizer._model_variables_moving_average,
-                                 variables):
-        average.assign(variable)
-
-
-def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
-                   time_budget=None):
-    """The run's callbacks, in the order the docstring of this module needs.
-
-    Args:
-        out: the run folder.
-        train_data: the training `ImageBatches` (its epoch is synced).
-        phase_start: int, the first epoch of this phase.
-        backup_name: str, the backup folder of this phase.
-        ema: bool, the optimizer keeps a moving average of the weights:
-            validation and the checkpoints use it.
-        time_budget: optional `TimeBudget`, placed before the checkpoints.
-    """
-    guard = DivergenceGuard(out)
-    backup = ResumableBackup(os.path.join(out, backup_name),
-                             double_checkpoint=True, delete_checkpoint=False)
-    best = keras.callbacks.ModelCheckpoint(
-        os.path.join(out, "best.keras"), monitor=MONITOR, mode="max",
-        save_best_only=True)
-    swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None
-    callbacks = [
-        guard,
-        backup,
-        ResumeSync(out, train_data, best, phase_start),
-        EpochSeeds(),
-        LearningRateLogger(),
-        swapper,
-        time_budget,
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
-                                  append=True),
-        best,
-        BestRecorder(out, best),
-        AtomicModelSaver(os.path.join(out, "last.keras")),
-        tensorboard_callback(os.path.join(out, "logs")),
-        EmaWeightsRestorer(swapper) if ema else None,
-        BackupWriter(backup),
-    ]
-    return [callback for callback in callbacks if callback is not None]
-
-
-def last_history_epoch(out):
-    path = os.path.join(out, "history.csv")
-    if not os.path.exists(path):
-        return 0
-    epochs = evaluation.read_history(path).get("epoch", [])
-    return int(max(epochs)) + 1 if epochs else 0
 
 
 def save_shipping_weights(model, path):

@@ -1,0 +1,97 @@
+"""Distributed training with the backends' own engines.
+
+`tf.distribute` (`MirroredStrategy`, `MultiWorkerMirroredStrategy` from
+`TF_CONFIG`) under TensorFlow, `keras.distribution.DataParallel` under JAX.
+"""
+
+import contextlib
+import json
+import os
+
+import keras
+
+
+
+def set_up_distribution(strategy):
+    """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
+
+    `make_scope()` returns a fresh context manager each time (a strategy's
+    scope can be entered once per object).
+
+    TensorFlow: `tf.distribute.MirroredStrategy` over the GPUs (else over
+    every logical CPU device, e.g. the CPU split in two), or
+    `MultiWorkerMirroredStrategy` from `TF_CONFIG`. JAX:
+    `keras.distribution.DataParallel` over all devices (`multi_worker`
+    first calls `keras.distribution.initialize()` from the
+    `KERAS_DISTRIBUTION_*` variables).
+    """
+    backend = keras.backend.backend()
+    if strategy == "none":
+        return contextlib.nullcontext, 1, True
+    if strategy == "multi_worker":
+        check_multi_worker_environment(backend)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if strategy == "mirrored":
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in
+                       (gpus or tf.config.list_logical_devices("CPU"))]
+            dist = tf.distribute.MirroredStrategy(devices=devices)
+            return dist.scope, dist.num_replicas_in_sync, True
+        dist = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = dist.cluster_resolver
+        task_type, task_id = resolver.task_type, resolver.task_id
+        chief = task_type == "chief" or (
+            task_type == "worker" and task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+        return dist.scope, dist.num_replicas_in_sync, chief
+    if backend == "jax":
+        if strategy == "multi_worker":
+            keras.distribution.initialize()
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=devices))
+        import jax
+
+        return contextlib.nullcontext, len(devices), jax.process_index() == 0
+    raise ValueError(
+        f"--strategy={strategy} needs the TensorFlow or JAX backend; this "
+        f"is {backend}. Use --strategy=none."
+    )
+
+
+def check_multi_worker_environment(backend):
+    """Raises a clear error when the cluster description is missing."""
+    if backend == "tensorflow":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise ValueError(
+                "--strategy=multi_worker needs the TF_CONFIG environment "
+                "variable on every worker, e.g. TF_CONFIG='{\"cluster\": "
+                "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": "
+                "{\"type\": \"worker\", \"index\": 0}}'. Without it "
+                "MultiWorkerMirroredStrategy silently trains one replica. "
+                "Use --strategy=mirrored for the devices of one machine."
+            )
+        try:
+            spec = json.loads(raw)
+            spec["cluster"], spec["task"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                "TF_CONFIG must be JSON with 'cluster' and 'task' keys. "
+                f"Received: {raw!r}"
+            ) from e
+    elif backend == "jax":
+        needed = ("KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                  "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                  "KERAS_DISTRIBUTION_PROCESS_ID")
+        missing = [name for name in needed if not os.environ.get(name)]
+        if missing:
+            raise ValueError(
+                "--strategy=multi_worker under JAX needs "
+                f"{', '.join(needed)} on every process (see "
+                "keras.distribution.initialize); missing: "
+                f"{', '.join(missing)}. Use --strategy=mirrored for the "
+                "devices of one machine."
+            )

@@ -1,0 +1,170 @@
+"""The run folder: its state, the resume check, and the history it keeps.
+
+See `mdnet_keras.training.run` for what a run folder holds.
+"""
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+
+from mdnet_keras.training import evaluation
+
+logger = logging.getLogger(__name__)
+
+
+MONITOR = "val_top1"
+
+
+# Keys that may differ between the run on disk and a resuming call.
+RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
+                    "time_budget_minutes")
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used for this run (the message says why)."""
+
+
+def default_out_dir(config, root="runs"):
+    """`runs/<dataset>-<model>`, or the first `-2`, `-3`... not finished."""
+    base = os.path.join(root, f"{config.dataset}-{config.model}")
+    candidate, number = base, 1
+    while run_state(candidate) == "finished" and not config.overwrite:
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
+
+
+def run_state(out):
+    """`None` (no run), `"running"` (unfinished), `"finished"`, `"diverged"`."""
+    path = os.path.join(out, "status.json")
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(out, "config.json")):
+            return "running"
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("state", "running")
+    except (OSError, ValueError):
+        return "running"
+
+
+def write_status(out, state, **extra):
+    evaluation.write_json(os.path.join(out, "status.json"),
+                          dict(state=state, time=time.time(), **extra))
+
+
+def prepare_run_folder(config):
+    """Checks `config.out` and says whether the run resumes.
+
+    Returns:
+        bool, True when an unfinished run of the same configuration is there.
+
+    Raises:
+        RunFolderError: a finished run without `overwrite`, another run's
+            configuration, or a non-empty folder that is not a run folder.
+    """
+    out = config.out
+    if not os.path.exists(out):
+        os.makedirs(out)
+        return False
+    if not os.path.isdir(out):
+        raise RunFolderError(f"--out={out} exists and is not a folder.")
+    entries = os.listdir(out)
+    if not entries:
+        return False
+    config_path = os.path.join(out, "config.json")
+    if not os.path.exists(config_path):
+        raise RunFolderError(
+            f"--out={out} is not empty and holds no training run "
+            "(no config.json); nothing there is deleted. Choose a new or "
+            "empty folder."
+        )
+    state = run_state(out)
+    if config.overwrite:
+        logger.warning("--overwrite: deleting the run in %s", out)
+        shutil.rmtree(out)
+        os.makedirs(out)
+        return False
+    if state == "finished":
+        raise RunFolderError(
+            f"--out={out} already holds a finished run (see "
+            f"{os.path.join(out, 'metrics.json')}). Pass --overwrite to "
+            "replace it, or choose another --out."
+        )
+    with open(config_path, encoding="utf-8") as f:
+        previous = json.load(f).get("config", {})
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    differing = sorted(
+        key for key in set(previous) | set(current)
+        if key not in RESUME_FREE_KEYS and previous.get(key) != current.get(key)
+    )
+    if differing:
+        details = ", ".join(
+            f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differing
+        )
+        raise RunFolderError(
+            f"--out={out} holds an unfinished run with another configuration "
+            f"({details}). Re-run with the same flags to resume it, pass "
+            "--overwrite to replace it, or choose another --out."
+        )
+    return True
+
+
+def trim_history(path, start_epoch):
+    """Keeps the rows of epochs `< start_epoch`; returns them as dicts."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = list(reader)
+    kept = []
+    for row in rows:
+        try:
+            if int(float(row["epoch"])) < start_epoch:
+                kept.append(row)
+        except (KeyError, TypeError, ValueError):
+            continue
+    if len(kept) != len(rows) or not start_epoch:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            if kept and fields:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept)
+        os.replace(tmp, path)
+        if not kept:
+            os.remove(path)
+    return kept
+
+
+def best_so_far(out, rows):
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row[MONITOR]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    path = os.path.join(out, "best.json")
+    if os.path.exists(path) and os.path.exists(os.path.join(out, "best.keras")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                values.append(float(json.load(f)[MONITOR]))
+        except (OSError, ValueError, KeyError):
+            pass
+    values = [v for v in values if np.isfinite(v)]
+    return max(values) if values else None
+
+
+def last_history_epoch(out):
+    path = os.path.join(out, "history.csv")
+    if not os.path.exists(path):
+        return 0
+    epochs = evaluation.read_history(path).get("epoch", [])
+    return int(max(epochs)) + 1 if epochs else 0

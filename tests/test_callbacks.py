@@ -1,0 +1,125 @@
+"""The run's callbacks: weight EMA in validation and checkpoints, the
+wall-clock budget, NaN detection keeping the last good model."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from mdnet_keras.training import callbacks as run_callbacks
+from mdnet_keras.training import run
+from training_util import TINY
+from training_util import read_rows
+
+
+def test_ema_weights_are_validated_and_saved(small_npz, monkeypatch,
+                                             tmp_path):
+    seen = []
+
+    class AfterEverything(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            seen.append({
+                "raw": [keras.ops.convert_to_numpy(v).copy()
+                        for v in self.model.trainable_variables],
+                "average": [keras.ops.convert_to_numpy(v).copy() for v in
+                            optimizer._model_variables_moving_average],
+            })
+
+    make = run_callbacks.make_callbacks
+    monkeypatch.setattr(run, "make_callbacks",
+                        lambda *a, **k: make(*a, **k) + [AfterEverything()])
+    out = tmp_path / "ema"
+    result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                       model_config=TINY, epochs=2, recipe="fast",
+                       warmup_epochs=1, ema_momentum=0.8, batch_size=64,
+                       verbose=0, out=str(out))
+    facts = json.loads((out / "config.json").read_text())["run"]
+    assert facts["ema_momentum"] == 0.8
+    # After epoch 1 the backup holds the raw weights beside their average.
+    assert any(not np.allclose(r, a) for r, a in
+               zip(seen[0]["raw"], seen[0]["average"]))
+    # The saved models are the average of the last epoch.
+    final = seen[-1]["average"]
+    for path in ("last.keras", "best.keras"):
+        saved = keras.saving.load_model(out / path)
+        if path == "best.keras" and result["history"]["val_top1"][0] >= \
+                result["history"]["val_top1"][1]:
+            continue
+        for a, b in zip(saved.trainable_variables, final):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b,
+                                       rtol=1e-6, atol=1e-6)
+    # Validation of the last epoch saw the same (averaged) weights as the
+    # final test report.
+    assert result["history"]["val_top1"][-1] == pytest.approx(
+        result["metrics"]["top1"])
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit():
+    assert not run_callbacks.should_stop_for_budget([30.0], 31.0)
+    assert run_callbacks.should_stop_for_budget([30.0], 29.0)
+    # The first epoch compiles: later epochs set the expected time.
+    assert not run_callbacks.should_stop_for_budget([300.0, 10.0, 12.0], 20.0)
+    assert run_callbacks.should_stop_for_budget([300.0, 10.0, 12.0], 10.5)
+
+
+def test_time_budget_finishes_the_run_early(small_npz, monkeypatch, tmp_path):
+    monkeypatch.setattr(run, "should_stop_for_budget",
+                        lambda durations, left: len(durations) >= 2)
+    out = tmp_path / "budget"
+    result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                       model_config=TINY, epochs=4, recipe="legacy",
+                       warmup_epochs=1, batch_size=64, verbose=0,
+                       time_budget_minutes=60, out=str(out))
+    assert result["history"]["epoch"] == [0, 1]
+    assert (out / "model.weights.h5").exists()
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+class Poison(keras.callbacks.Callback):
+    """Makes a weight NaN after the last step of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+        self.current = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.params["steps"] - 1:
+            variable = self.model.trainable_variables[0]
+            variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+
+def test_nan_stops_and_keeps_last_good_model(monkeypatch, small_npz,
+                                             tmp_path):
+    make = run_callbacks.make_callbacks
+
+    def with_poison(*args, **kwargs):
+        callbacks = make(*args, **kwargs)
+        return callbacks[:-1] + [Poison(epoch=1), callbacks[-1]]
+
+    monkeypatch.setattr(run, "make_callbacks", with_poison)
+    out = str(tmp_path / "nan")
+    with pytest.raises(run_callbacks.TrainingDivergedError) as info:
+        run.train(dataset="npz", data=small_npz, model="mdnet_micro",
+                  model_config=TINY, epochs=3, batch_size=64, verbose=0,
+                  out=out)
+    message = str(info.value)
+    assert "not finite after epoch 2" in message
+    assert "last good model of epoch 1" in message
+    assert "--learning_rate" in message
+    assert read_rows(out)["epoch"] == [0]
+    last = keras.saving.load_model(os.path.join(out, "last.keras"))
+    assert all(np.isfinite(w).all() for w in last.get_weights())
+    assert os.path.exists(os.path.join(out, "backup_full",
+                                       "latest.weights.h5"))
+    meta = json.load(open(os.path.join(out, "backup_full",
+                                       "training_metadata.json")))
+    assert meta["epoch"] == 1
+    assert json.load(open(os.path.join(out, "status.json")))["state"] == "diverged"
+    assert not os.path.exists(os.path.join(out, "metrics.json"))

@@ -1,0 +1,40 @@
+"""`resolve_config`: defaults, recipes and the errors that name a bad value."""
+
+
+import pytest
+
+from mdnet_keras.training import config as train_config
+from mdnet_keras.training import recipe
+
+
+def test_unknown_names_error():
+    with pytest.raises(ValueError, match="Unknown dataset 'imagenet'"):
+        train_config.resolve_config(dataset="imagenet")
+    with pytest.raises(ValueError, match="Unknown model 'mdnet_huge'"):
+        train_config.resolve_config(model="mdnet_huge")
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        train_config.resolve_config(strategy="parameter_server")
+    with pytest.raises(ValueError, match="Unknown training options"):
+        train_config.resolve_config(epoch=3)
+
+
+def test_recipe_errors_name_the_value():
+    with pytest.raises(ValueError, match="--recipe: Unknown recipe 'turbo'"):
+        train_config.resolve_config(recipe="turbo")
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
+        train_config.resolve_config(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="`ema_momentum` must be in"):
+        train_config.resolve_config(ema_momentum=1.0)
+    with pytest.raises(ValueError, match="`time_budget_minutes` must be > 0"):
+        train_config.resolve_config(time_budget_minutes=0)
+    cifar = train_config.resolve_config(dataset="cifar10", epochs=15)
+    assert (cifar.recipe, cifar.optimizer, cifar.schedule) == (
+        "fast", "sgd", "one_cycle")
+    assert train_config.resolve_config(dataset="cifar10").recipe == "long"
+    # A flag wins over its recipe; the sample's own values only go with
+    # the sample's own recipe.
+    assert train_config.resolve_config(recipe="fast", label_smoothing=0.0
+                              ).label_smoothing == 0.0
+    assert train_config.resolve_config().learning_rate == 2e-3
+    assert train_config.resolve_config(recipe="fast").learning_rate == (
+        recipe.RECIPES["fast"].learning_rate)

@@ -1,0 +1,49 @@
+"""The run folder: a finished run refused, another run's folder refused,
+the default folder moving on."""
+
+import dataclasses
+import os
+import shutil
+
+import pytest
+
+from mdnet_keras.training import config as train_config
+from mdnet_keras.training import evaluation
+from mdnet_keras.training import run
+from mdnet_keras.training import run_folder
+
+
+def test_refuses_finished_run_folder(finished_run, tmp_path):
+    config, _ = finished_run
+    with pytest.raises(run_folder.RunFolderError, match="finished run.*--overwrite"):
+        run.train(config)
+    # --overwrite replaces it (on a copy here).
+    copy = tmp_path / "copy"
+    shutil.copytree(config["out"], copy)
+    resolved = train_config.resolve_config(dict(config, out=str(copy), overwrite=True))
+    assert run_folder.prepare_run_folder(resolved) is False
+    assert os.listdir(copy) == []
+    # The default folder moves on to the first unfinished one.
+    root = tmp_path / "runs"
+    shutil.copytree(config["out"], root / "sample-mdnet_micro")
+    default = run_folder.default_out_dir(train_config.resolve_config(out="x"), root=str(root))
+    assert default == str(root / "sample-mdnet_micro-2")
+
+
+def test_refuses_foreign_or_other_config_folder(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(run_folder.RunFolderError, match="holds no training run"):
+        run_folder.prepare_run_folder(train_config.resolve_config(out=str(foreign),
+                                                  overwrite=True))
+    assert (foreign / "notes.txt").exists()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    config = train_config.resolve_config(out=str(unfinished), epochs=3)
+    evaluation.write_json(unfinished / "config.json",
+                          {"config": dataclasses.asdict(config)})
+    assert run_folder.prepare_run_folder(config) is True  # same config: resume
+    with pytest.raises(run_folder.RunFolderError, match="another configuration.*epochs"):
+        run_folder.prepare_run_folder(train_config.resolve_config(out=str(unfinished),
+                                                  epochs=5))
