@@ -1,5 +1,5 @@
-"""The convert / predict / evaluate-tflite commands, end to end. SLOW-ish:
-each subprocess imports TensorFlow (~5-10 s)."""
+"""The convert / predict / evaluate-tflite commands, end to end. Slow: each
+subprocess imports TensorFlow (~5-10 s) and the toy model is trained."""
 
 import json
 import os
@@ -11,10 +11,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from test_tflite import CIFAR  # noqa: E402
-from test_tflite import ROOT  # noqa: E402
-from test_tflite import cifar  # noqa: E402
-from test_tflite import toy  # noqa: E402
+from export_models import CIFAR  # noqa: E402
+from export_models import ROOT  # noqa: E402
+from export_models import cifar  # noqa: E402
+from export_models import toy  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def _run(args, timeout=300):
@@ -73,13 +75,13 @@ def test_predict_tflite_and_keras(toy_keras, tmp_path):
     from PIL import Image
 
     from mdnet_keras.cli.predict import predict_images
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import export_tflite
 
     _, _, xt, yt, names = cifar()
     img = tmp_path / "photo.png"
     Image.fromarray(xt[0]).resize((96, 96)).save(img)  # resized back to 32x32
     tfl_path = tmp_path / "toy_float32.tflite"
-    tfl.export_tflite(toy()[0], tfl_path, mode="float32", class_names=names,
+    export_tflite(toy()[0], tfl_path, mode="float32", class_names=names,
                       verbose=False)
     results, labels = predict_images(str(tfl_path), [str(img)], top_k=3)
     assert labels.endswith("toy_float32.labels.txt")
@@ -97,12 +99,12 @@ def test_predict_tflite_and_keras(toy_keras, tmp_path):
 
 def test_evaluate_tflite_on_test_set(tmp_path):
     from mdnet_keras.cli.evaluate_tflite import evaluate_tflite
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import export_tflite
 
     model, acc = toy()
     _, _, xt, yt, _ = cifar()
     path = tmp_path / "e.tflite"
-    tfl.export_tflite(model, path, mode="float32", verbose=False)
+    export_tflite(model, path, mode="float32", verbose=False)
     result = evaluate_tflite(str(path), xt, yt)
     assert result["num_images"] == len(xt)
     assert abs(result["top1"] - acc) < 0.01

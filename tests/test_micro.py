@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(
     TFLM_ERROR is not None,
     reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")
 
-from test_tflite import cifar  # noqa: E402
-from test_tflite import converted  # noqa: E402
+from export_models import cifar  # noqa: E402
+from export_models import converted  # noqa: E402
 
 
 def test_tflm_matches_litert_on_toy():

@@ -14,3 +14,4 @@ class AccuracyGateError(RuntimeError):
 
     def __init__(self, message, report=None):
         super().__init__(message)
+        self.report = report
