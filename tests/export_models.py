@@ -149,3 +149,38 @@ def tiny_images(n=20, input_shape=(16, 16, 3), seed=0):
     """Random uint8 pixels for the tiny model (calibration, runner checks)."""
     return np.random.default_rng(seed).integers(0, 256, (n,) + input_shape,
                                                 dtype=np.uint8)
+
+
+NEU = ROOT.parent / "shared" / "data" / "neu-surface-defects"
+
+
+@functools.lru_cache(maxsize=None)
+def folder_run():
+    """A run folder of `train --dataset=folder` on the NEU images (SLOW:
+    one short epoch at 16x16 greyscale); returns its path."""
+    import subprocess
+    import sys
+    import tempfile
+
+    if not NEU.is_dir():
+        pytest.skip(f"real data not found at {NEU}")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="folder_run_")) / "run"
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    r = subprocess.run(
+        [sys.executable, "-m", "mdnet_keras", "train", "--dataset=folder",
+         f"--data={NEU}", "--image_size=16", "--channels=1",
+         "--model=mdnet_micro", "--epochs=1", "--batch_size=64",
+         "--verbose=0", f"--out={out}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def run_cli(args, timeout=300):
+    """Runs `python ARGS` from the checkout; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    return subprocess.run([sys.executable] + list(args), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
