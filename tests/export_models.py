@@ -157,7 +157,7 @@ NEU = ROOT.parent / "shared" / "data" / "neu-surface-defects"
 @functools.lru_cache(maxsize=None)
 def folder_run():
     """A run folder of `train --dataset=folder` on the NEU images (SLOW:
-    one short epoch at 16x16 greyscale); returns its path."""
+    one short epoch at 32x32 greyscale); returns its path."""
     import subprocess
     import sys
     import tempfile
@@ -168,7 +168,7 @@ def folder_run():
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     r = subprocess.run(
         [sys.executable, "-m", "mdnet_keras", "train", "--dataset=folder",
-         f"--data={NEU}", "--image_size=16", "--channels=1",
+         f"--data={NEU}", "--image_size=32", "--channels=1",
          "--model=mdnet_micro", "--epochs=1", "--batch_size=64",
          "--verbose=0", f"--out={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -10,30 +10,24 @@ from export_models import cifar  # noqa: E402
 from export_models import folder_run  # noqa: E402
 from export_models import run_cli  # noqa: E402
 from export_models import toy  # noqa: E402
+from export_models import toy_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def toy_keras(tmp_path_factory):
-    cifar()  # skips without the real data
-    path = tmp_path_factory.mktemp("cli") / "toy.keras"
-    toy()[0].save(path)
-    return path
-
-
-def test_predict_tflite_and_keras(toy_keras, tmp_path):
+def test_predict_tflite_and_keras(tmp_path):
     from PIL import Image
 
     from mdnet_keras.cli.predict import predict_images
     from mdnet_keras.export import export_tflite
 
-    _, _, xt, yt, names = cifar()
+    _, _, xt, yt, names = cifar()  # skips without the real data
+    toy_keras = toy_path(str(tmp_path))
     img = tmp_path / "photo.png"
     Image.fromarray(xt[0]).resize((96, 96)).save(img)  # resized back to 32x32
     tfl_path = tmp_path / "toy_float32.tflite"
     export_tflite(toy()[0], tfl_path, mode="float32", class_names=names,
-                      verbose=False)
+                  verbose=False)
     results, labels = predict_images(str(tfl_path), [str(img)], top_k=3)
     assert labels.endswith("toy_float32.labels.txt")
     assert len(results[0]) == 3 and results[0][0][0] in names

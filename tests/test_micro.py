@@ -15,9 +15,9 @@ try:
 except Exception as e:  # ImportError, or a broken native module
     TFLM_ERROR = f"{type(e).__name__}: {e}"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     TFLM_ERROR is not None,
-    reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")
+    reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")]
 
 from export_models import cifar  # noqa: E402
 from export_models import converted  # noqa: E402
