@@ -10,7 +10,7 @@ import functools  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from test_tflite import converted  # noqa: E402
+from export_models import converted  # noqa: E402
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3)).astype("uint8")
 
@@ -18,11 +18,11 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3)).astype("uint
 def _int8(build):
     import keras
 
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras import export
 
     inp = keras.Input((16, 16, 3))
     model = keras.Model(inp, build(inp))
-    return tfl.convert_model(model, "int8", rep_images=IMAGES, num_calibration=16)
+    return export.convert_model(model, "int8", rep_images=IMAGES, num_calibration=16)
 
 
 def _head(x):
@@ -46,9 +46,9 @@ def conv_only():
 
 
 def test_conv_only_model_passes():
-    from mdnet_keras.export import edgetpu
+    from mdnet_keras import export
 
-    report = edgetpu.edgetpu_report(conv_only())
+    report = export.edgetpu_report(conv_only())
     assert report["compatible"], report["first_fallback"]
     assert report["cpu_ops"] == 0 and report["tpu_mac_share"] == 1.0
 
@@ -56,7 +56,7 @@ def test_conv_only_model_passes():
 def test_op_with_four_non_unit_dims_falls_back():
     from keras import layers
 
-    from mdnet_keras.export import edgetpu
+    from mdnet_keras import export
 
     def build(inp):
         x = layers.Conv2D(8, 3, padding="same")(inp)
@@ -65,7 +65,7 @@ def test_op_with_four_non_unit_dims_falls_back():
         x = layers.Reshape((16, 16, 8))(x)
         return _head(x)
 
-    report = edgetpu.edgetpu_report(_int8(build))
+    report = export.edgetpu_report(_int8(build))
     first = report["first_fallback"]
     assert first is not None and "3 innermost" in " ".join(first["reasons"])
 
@@ -73,7 +73,7 @@ def test_op_with_four_non_unit_dims_falls_back():
 def test_two_d_softmax_falls_back():
     from keras import layers
 
-    from mdnet_keras.export import edgetpu
+    from mdnet_keras import export
 
     def build(inp):
         x = layers.Conv2D(8, 3, padding="same")(inp)
@@ -82,7 +82,7 @@ def test_two_d_softmax_falls_back():
         x = layers.Reshape((16, 16, 8))(x)
         return _head(x)
 
-    report = edgetpu.edgetpu_report(_int8(build))
+    report = export.edgetpu_report(_int8(build))
     first = report["first_fallback"]
     assert first["op"] == "SOFTMAX", first
     assert "only 1-D" in " ".join(first["reasons"])
@@ -91,8 +91,7 @@ def test_two_d_softmax_falls_back():
 def test_unsupported_op_mid_graph_and_mac_share():
     from keras import layers
 
-    from mdnet_keras.export import edgetpu
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras import export
 
     def build(inp):
         x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)  # TPU
@@ -103,10 +102,10 @@ def test_unsupported_op_mid_graph_and_mac_share():
         return _head(x)
 
     data = _int8(build)
-    report = edgetpu.edgetpu_report(data)
+    report = export.edgetpu_report(data)
     first = report["first_fallback"]
     assert first["op"] == "BATCH_MATMUL", first
-    ops = tfl.describe_ops(data)
+    ops = export.describe_ops(data)
     assert 0 < first["index"] < len(ops) - 1  # in the middle of the graph
     # MAC share: everything before the first fallback, by hand.
     conv = 16 * 16 * 8 * 3 * 3 * 3
@@ -121,21 +120,22 @@ def test_unsupported_op_mid_graph_and_mac_share():
 
 
 def test_float_and_dynamic_tensors_are_rejected():
-    from mdnet_keras.export import edgetpu
+    from mdnet_keras.export.edgetpu import op_problems
 
     t = {"name": "x", "type": "FLOAT32", "shape": [1, 8], "shape_signature": [-1, 8],
          "is_constant": False, "index": 0}
-    problems = edgetpu.op_problems({"op": "ADD", "inputs": [t], "outputs": []})
+    problems = op_problems({"op": "ADD", "inputs": [t], "outputs": []})
     text = " ".join(problems)
     assert "not 8-bit quantized" in text and "dynamic shape" in text
 
 
+@pytest.mark.slow
 def test_mdnet_micro_report():
-    """SLOW (shares the mdnet_micro fixture)."""
-    from mdnet_keras.export import edgetpu
+    """Shares the mdnet_micro fixture (trained once per session)."""
+    from mdnet_keras import export
 
-    report = edgetpu.edgetpu_report(converted("mdnet", "int8"))
-    print(edgetpu.format_edgetpu_report(report))
+    report = export.edgetpu_report(converted("mdnet", "int8"))
+    print(export.format_edgetpu_report(report))
     assert report["total_macs"] > 1e6
     assert 0.0 <= report["tpu_mac_share"] <= 1.0
     if not report["compatible"]:
@@ -145,7 +145,7 @@ def test_mdnet_micro_report():
 def test_multi_scale_channel_conv_maps_to_the_tpu():
     """Its channel groups must not become SPLIT_V, which the compiler cannot
     map: unequal groups once cut the TPU share of mdnet_micro to 8%."""
-    from mdnet_keras.export import edgetpu
+    from mdnet_keras import export
     from mdnet_keras.layers import MultiScaleChannelConv
 
     def build(inp):
@@ -156,12 +156,12 @@ def test_multi_scale_channel_conv_maps_to_the_tpu():
         x = MultiScaleChannelConv((3, 5, 7, 9))(x)
         return _head(x)
 
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras import export
 
     tflite_bytes = _int8(build)
-    ops = {op["op"] for op in tfl.describe_ops(tflite_bytes)}
+    ops = {op["op"] for op in export.describe_ops(tflite_bytes)}
     # SPLIT_V is also left out of XNNPACK: 9 extra partitions in mdnet.
     assert "SPLIT_V" not in ops and {"SPLIT", "STRIDED_SLICE"} <= ops
-    report = edgetpu.edgetpu_report(tflite_bytes)
+    report = export.edgetpu_report(tflite_bytes)
     assert report["compatible"], report["first_fallback"]
     assert report["tpu_mac_share"] == 1.0

@@ -15,12 +15,12 @@ try:
 except Exception as e:  # ImportError, or a broken native module
     TFLM_ERROR = f"{type(e).__name__}: {e}"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     TFLM_ERROR is not None,
-    reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")
+    reason=f"tflite-micro not importable (Linux-only wheel): {TFLM_ERROR}")]
 
-from test_tflite import cifar  # noqa: E402
-from test_tflite import converted  # noqa: E402
+from export_models import cifar  # noqa: E402
+from export_models import converted  # noqa: E402
 
 
 def test_tflm_matches_litert_on_toy():

@@ -80,6 +80,7 @@ def test_notebooks_are_committed_without_outputs():
                     f"{path.name}: clear the outputs before committing")
 
 
+@pytest.mark.slow
 def test_quickstart_then_deploy(tmp_path):
     artifacts = str(tmp_path / "artifacts")
     run_notebook("quickstart.ipynb",

@@ -5,63 +5,61 @@ agreement on held-out images), writes the report, labels and preprocessing
 facts beside the `.tflite`, and exits non-zero when the accuracy gate fails.
 With `--mode=int8`, `--micro_out=DIR` also runs the model in TFLite Micro,
 measures its arena and writes the C++ app; `--edgetpu` prints the Edge TPU
-compatibility estimate.
+compatibility estimate (`mdnet_keras.export.export_all` does all three).
+The data flags default to the model's run folder (see `data_flags`):
 
     python -m mdnet_keras convert --model=runs/x/best.keras --mode=int8 \
-        --dataset=cifar10 --data=../shared/data/cifar10.npz \
         --out=runs/x/model_int8.tflite --micro_out=runs/x/micro \
         --flash_kb=1024 --ram_kb=256 --edgetpu
 """
 
-import json
 import os
 import sys
 
 from absl import flags
-from mdnet_keras.cli.flag_util import define as _define
+
+from mdnet_keras.cli import data_flags
+from mdnet_keras.cli.flag_util import define
 
 FLAGS = flags.FLAGS
 
-
-_define(flags.DEFINE_string, "model", None, "Trained model, a .keras file.")
-_define(flags.DEFINE_enum, "mode", "int8", ["float32", "float16", "dynamic", "int8", "int16x8"],
-                  "Conversion mode.")
-_define(flags.DEFINE_string, "dataset", "cifar10",
-                    "Data set name for mdnet_keras.data.load_dataset "
-                    "(sample, cifar10, cifar100, npz, folder).")
-_define(flags.DEFINE_string, "data", None, "Data file or folder for --dataset.")
-_define(flags.DEFINE_string, "out", None, "Output .tflite path. Default: beside the "
-                    "model, <stem>_<mode>.tflite.")
-_define(flags.DEFINE_integer, "num_calibration", 200,
-                     "Real training images drawn for int8/int16x8 calibration.")
-_define(flags.DEFINE_enum, "io_type", "int8", ["int8", "uint8"],
-                  "Input/output type of a full-integer (int8) model.")
-_define(flags.DEFINE_integer, "eval_images", 1000,
-                     "Held-out test images for the report (0: all).")
-_define(flags.DEFINE_float, "max_drop", 1.0,
-                   "Fail when top-1 falls more than this many points.")
-_define(flags.DEFINE_integer, "min_images", 500,
-                     "Enforce the gate only with at least this many images.")
-_define(flags.DEFINE_bool, "allow_float_ops", False,
-                  "Accept float ops in an integer model (reported, not fatal).")
-_define(flags.DEFINE_string, "micro_out", None,
-                    "int8 only: write the TFLite Micro app (C array + template) here.")
-_define(flags.DEFINE_integer, "flash_kb", None, "TFLM flash budget for the model (KiB).")
-_define(flags.DEFINE_integer, "ram_kb", None, "TFLM RAM budget for the tensor arena (KiB).")
-_define(flags.DEFINE_integer, "arena_margin", 0,
-                     "Bytes added to the measured arena in kTensorArenaSize.")
-_define(flags.DEFINE_bool, "edgetpu", False, "Print the Edge TPU compatibility estimate.")
-_define(flags.DEFINE_integer, "seed", 0, "Seed for the calibration and evaluation draws.")
-_define(flags.DEFINE_integer, "max_depthwise_taps", None,
-                     "Split multi-scale depthwise kernels with more taps "
-                     "(7x7, 9x9) into pieces of at most this many, which "
-                     "XNNPACK runs 2-3x faster (same function); 0 keeps them "
-                     "whole. Default: 25, or 0 with --micro_out (TFLite Micro "
-                     "gains nothing from the pieces and they cost arena: "
-                     "MDNet int8 413 -> 487 KiB).")
-_define(flags.DEFINE_bool, "symmetric_matmul", True,
-                  "int8: quantize attention's matmul operands with zero point "
-                  "0, so that XNNPACK runs the matmuls.")
+data_flags.define_data_flags()
+define(flags.DEFINE_string, "model", None, "Trained model, a .keras file.")
+define(flags.DEFINE_enum, "mode", "int8",
+       ["float32", "float16", "dynamic", "int8", "int16x8"], "Conversion mode.")
+define(flags.DEFINE_string, "out", None, "Output .tflite path. Default: beside "
+       "the model, <stem>_<mode>.tflite.")
+define(flags.DEFINE_integer, "num_calibration", 200,
+       "Real training images drawn for int8/int16x8 calibration.")
+define(flags.DEFINE_enum, "io_type", "int8", ["int8", "uint8"],
+       "Input/output type of a full-integer (int8) model.")
+define(flags.DEFINE_integer, "eval_images", 1000,
+       "Held-out test images for the report (0: all).")
+define(flags.DEFINE_float, "max_drop", 1.0,
+       "Fail when top-1 falls more than this many points.")
+define(flags.DEFINE_integer, "min_images", 500,
+       "Enforce the gate only with at least this many images.")
+define(flags.DEFINE_bool, "allow_float_ops", False,
+       "Accept float ops in an integer model (reported, not fatal).")
+define(flags.DEFINE_string, "micro_out", None,
+       "int8 only: write the TFLite Micro app (C array + template) here.")
+define(flags.DEFINE_integer, "flash_kb", None,
+       "TFLM flash budget for the model (KiB).")
+define(flags.DEFINE_integer, "ram_kb", None,
+       "TFLM RAM budget for the tensor arena (KiB).")
+define(flags.DEFINE_integer, "arena_margin", 0,
+       "Bytes added to the measured arena in kTensorArenaSize.")
+define(flags.DEFINE_bool, "edgetpu", False,
+       "Print the Edge TPU compatibility estimate.")
+define(flags.DEFINE_integer, "max_depthwise_taps", None,
+       "Split multi-scale depthwise kernels with more taps (7x7, 9x9) into "
+       "pieces of at most this many, which XNNPACK runs on its fast path "
+       "(same function); 0 keeps them whole. Default: 25, or 0 with "
+       "--micro_out (TFLite Micro gains nothing from the pieces and they "
+       "cost arena; measured in benchmarks/results/).")
+define(flags.DEFINE_bool, "symmetric_matmul", True,
+       "int8: quantize attention's matmul operands with zero point 0, so "
+       "that XNNPACK runs the matmuls.")
 
 
 def default_out(model_path, mode):
@@ -69,81 +67,63 @@ def default_out(model_path, mode):
     return f"{stem}_{mode}.tflite"
 
 
-def run_convert(model_path, mode, dataset, data, out=None, num_calibration=200,
-                io_type="int8", eval_images=1000, max_drop=1.0, min_images=500,
-                allow_float_ops=False, micro_out=None, flash_kb=None, ram_kb=None,
-                arena_margin=0, edgetpu=False, seed=0, max_depthwise_taps=None,
-                symmetric_matmul=True):
+def check_class_names(model_path, class_names):
+    """Raises ValueError when the run's `labels.txt` names other classes."""
+    from mdnet_keras.export import find_labels_file
+    from mdnet_keras.export import read_labels
+
+    labels = find_labels_file(model_path)
+    if labels and read_labels(labels) != [str(c) for c in class_names]:
+        raise ValueError(
+            f"{labels} lists the classes {read_labels(labels)[:10]} but the "
+            f"data has {list(class_names)[:10]}: convert with the data the "
+            "model was trained on (--dataset, --data).")
+
+
+def run_convert(model_path, *, mode="int8", dataset="sample", out=None,
+                eval_images=1000, load_args=None, **export_args):
     """The convert command as a function. Returns (exit_code, report).
 
-    `max_depthwise_taps=None` picks 25, or 0 (kernels whole) with
-    `micro_out`."""
+    Args:
+        model_path: the `.keras` model.
+        mode: one of `mdnet_keras.export.MODES`.
+        dataset: the data set name for `load_dataset`.
+        out: the `.tflite` path; None for `default_out`.
+        eval_images: held-out images for the report (0: all).
+        load_args: other keyword arguments of `load_dataset` (`data`,
+            `seed`, ...).
+        **export_args: keyword arguments of `mdnet_keras.export.export_all`.
+    """
     import numpy as np
 
     from mdnet_keras.data.datasets import load_dataset
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import export_all
+    from mdnet_keras.export import load_keras_model
+    from mdnet_keras.export import model_image_shape
 
-    model = tfl.load_keras_model(model_path)
-    h, w, c = tfl.model_image_shape(model)
-    ds = load_dataset(dataset, data=data, image_size=(h, w), channels=c)
+    load_args = dict(load_args or {})
+    seed = load_args.get("seed", 0)
+    model = load_keras_model(model_path)
+    h, w, c = model_image_shape(model)
+    ds = load_dataset(dataset, image_size=(h, w), channels=c, **load_args)
     if ds.num_classes != model.outputs[0].shape[-1]:
         raise ValueError(
             f"The data set has {ds.num_classes} classes but the model outputs "
             f"{model.outputs[0].shape[-1]}.")
+    check_class_names(model_path, ds.class_names)
     x_eval, y_eval = ds.x_test, ds.y_test
     if eval_images and eval_images < len(x_eval):
-        idx = np.random.default_rng(seed).choice(len(x_eval), eval_images, replace=False)
+        idx = np.random.default_rng(seed).choice(len(x_eval), eval_images,
+                                                 replace=False)
         x_eval, y_eval = x_eval[np.sort(idx)], y_eval[np.sort(idx)]
-    out = out or default_out(model_path, mode)
-    code = 0
-    try:
-        report = tfl.export_tflite(
-            model, out, mode=mode, x_train=ds.x_train, x_eval=x_eval,
-            y_eval=y_eval, class_names=ds.class_names,
-            num_calibration=num_calibration, io_type=io_type,
-            allow_float_ops=allow_float_ops, max_drop=max_drop,
-            min_images=min_images, seed=seed,
-            max_depthwise_taps=(
-                (0 if micro_out else tfl.XNNPACK_DEPTHWISE_TAPS)
-                if max_depthwise_taps is None else max_depthwise_taps) or None,
-            symmetric_matmul=symmetric_matmul)
-    except tfl.AccuracyGateError as e:
-        print(f"FAILED: {e}", file=sys.stderr)
-        report, code = e.report, 1
-    report["source"] = os.fspath(model_path)
-    if report.get("gate", {}).get("status") == "warn":
-        print(f"warning: accuracy gate not enforced: {report['gate']['reason']}",
-              file=sys.stderr)
-    with open(out, "rb") as f:
-        tflite_bytes = f.read()
-    if edgetpu:
-        from mdnet_keras.export import edgetpu as etpu
-
-        et = etpu.edgetpu_report(tflite_bytes)
-        print(etpu.format_edgetpu_report(et))
-        report["edgetpu"] = {k: v for k, v in et.items() if k != "ops"}
-    if micro_out:
-        if mode != "int8":
-            raise ValueError("--micro_out needs --mode=int8.")
-        from mdnet_keras.export import micro
-
-        n = min(100, len(x_eval))
-        mr = micro.export_micro(out, micro_out, images=x_eval[:n],
-                                class_names=ds.class_names, flash_kb=flash_kb,
-                                ram_kb=ram_kb, arena_margin=arena_margin)
-        report["micro"] = mr
-        print(f"TFLM: arena {mr['arena_bytes']} bytes "
-              f"({mr['arena_bytes'] / 1024:.1f} KiB), flash {mr['flash_bytes']} bytes; "
-              f"vs LiteRT on {n} images: agreement "
-              f"{100 * mr['vs_litert']['argmax_agreement']:.1f}%, max "
-              f"{mr['vs_litert']['max_lsb_diff']} LSB; app in {micro_out}")
-        if not mr["targets"]["ok"]:
-            print("FAILED: " + "; ".join(mr["targets"]["problems"]), file=sys.stderr)
-            code = code or 1
-    report_path = tfl.sidecar_paths(out)["report"]
-    with open(report_path, "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    return code, report
+    report = export_all(
+        model, out or default_out(model_path, mode), mode=mode,
+        x_train=ds.x_train, x_eval=x_eval, y_eval=y_eval,
+        class_names=ds.class_names, seed=seed,
+        source=os.fspath(model_path), **export_args)
+    for failure in report["failures"]:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return (1 if report["failures"] else 0), report
 
 
 def main(argv):
@@ -153,18 +133,27 @@ def main(argv):
     if not FLAGS.model:
         print("error: --model=PATH.keras is required", file=sys.stderr)
         sys.exit(2)
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.data import DatasetNotFoundError
+    from mdnet_keras.export import ConversionError
+    from mdnet_keras.export import ModelLoadError
 
+    taps = FLAGS.max_depthwise_taps
     try:
+        data_flags.from_run_folder(FLAGS.model)
         code, _ = run_convert(
-            FLAGS.model, FLAGS.mode, FLAGS.dataset, FLAGS.data, FLAGS.out,
-            FLAGS.num_calibration, FLAGS.io_type, FLAGS.eval_images,
-            FLAGS.max_drop, FLAGS.min_images, FLAGS.allow_float_ops,
-            FLAGS.micro_out, FLAGS.flash_kb, FLAGS.ram_kb, FLAGS.arena_margin,
-            FLAGS.edgetpu, FLAGS.seed, FLAGS.max_depthwise_taps,
-            FLAGS.symmetric_matmul)
-    except (tfl.ModelLoadError, tfl.ConversionError, ValueError,
-            FileNotFoundError, ImportError) as e:
+            FLAGS.model, mode=FLAGS.mode, dataset=FLAGS.dataset,
+            out=FLAGS.out, eval_images=FLAGS.eval_images,
+            load_args=data_flags.load_args(),
+            num_calibration=FLAGS.num_calibration, io_type=FLAGS.io_type,
+            max_drop=FLAGS.max_drop, min_images=FLAGS.min_images,
+            allow_float_ops=FLAGS.allow_float_ops,
+            micro_out=FLAGS.micro_out, flash_kb=FLAGS.flash_kb,
+            ram_kb=FLAGS.ram_kb, arena_margin=FLAGS.arena_margin,
+            edgetpu=FLAGS.edgetpu,
+            max_depthwise_taps="auto" if taps is None else (taps or None),
+            symmetric_matmul=FLAGS.symmetric_matmul)
+    except (ModelLoadError, ConversionError, ValueError, FileNotFoundError,
+            ImportError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

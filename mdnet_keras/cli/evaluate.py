@@ -1,8 +1,12 @@
 """`python -m mdnet_keras evaluate`: metrics of a trained model on a data set.
 
     python -m mdnet_keras evaluate --model=runs/sample-mdnet_micro/best.keras
-    python -m mdnet_keras evaluate --model=runs/c10/last.keras \
+    python -m mdnet_keras evaluate --model=model.keras \
         --dataset=cifar10 --data=../shared/data/cifar10.npz
+
+The data flags default to the model's run folder (`config.json`; see
+`mdnet_keras.cli.data_flags`), so a model trained by `train` needs only
+`--model`.
 
 Images are resized (with the data module's one resize method) and converted
 to the model's input size and channels. It prints top-1, top-5 and the
@@ -16,37 +20,26 @@ import os
 import sys
 
 from absl import flags
-from mdnet_keras.cli.flag_util import define as _define
+
+from mdnet_keras.cli import data_flags
+from mdnet_keras.cli.flag_util import define
 
 FLAGS = flags.FLAGS
 
 
-_define(flags.DEFINE_string, "model", None,
-        "The .keras model to evaluate (e.g. a run folder's best.keras).")
-_define(flags.DEFINE_string, "dataset", "sample",
-        "Data set: sample, cifar10, cifar100, npz or folder.")
-_define(flags.DEFINE_string, "data", None,
-        "The .npz file or image folder of --dataset.")
-_define(flags.DEFINE_string, "data_dir", None,
-        "TensorFlow Datasets data folder for cifar10 / cifar100.")
-_define(flags.DEFINE_boolean, "download", False,
-        "Allow downloading CIFAR when it is not on this machine.")
-_define(flags.DEFINE_enum, "split", "test", ["test", "train"],
-        "Which split to evaluate.")
-_define(flags.DEFINE_float, "validation_split", 0.1,
-        "Held-out share of a folder without test/ or val/ (use the value "
-        "the model was trained with).")
-_define(flags.DEFINE_integer, "seed", 0,
-        "Seed of that folder split (use the training run's).")
-_define(flags.DEFINE_boolean, "skip_bad_files", False,
-        "Skip image files that cannot be decoded instead of stopping.")
-_define(flags.DEFINE_integer, "batch_size", 128, "Images per predict batch.")
-_define(flags.DEFINE_enum, "tta", "none", ["none", "flip"],
-        "Test-time augmentation: flip also reports top-1 / top-5 averaged "
-        "over each image and its mirror image, next to the plain figures.")
-_define(flags.DEFINE_string, "out", None,
-        "Folder for metrics.json and confusion_matrix.png (default: "
-        "eval-<dataset>-<split> beside the model).")
+data_flags.define_data_flags()
+define(flags.DEFINE_string, "model", None,
+       "The .keras model to evaluate (e.g. a run folder's best.keras).")
+define(flags.DEFINE_enum, "split", "test", ["test", "train"],
+       "Which split to evaluate.")
+define(flags.DEFINE_integer, "batch_size", None,
+       "Images per predict batch (default: 128).")
+define(flags.DEFINE_enum, "tta", "none", ["none", "flip"],
+       "Test-time augmentation: flip also reports top-1 / top-5 averaged "
+       "over each image and its mirror image, next to the plain figures.")
+define(flags.DEFINE_string, "out", None,
+       "Folder for metrics.json and confusion_matrix.png (default: "
+       "eval-<dataset>-<split> beside the model).")
 
 # The .tflite evaluation defines --tflite and its own flags.
 from mdnet_keras.cli import evaluate_tflite  # noqa: E402
@@ -66,12 +59,11 @@ def main(argv):
     from mdnet_keras.training import evaluation
 
     try:
+        data_flags.from_run_folder(FLAGS.model)
         report = evaluation.evaluate_keras_model(
-            FLAGS.model, FLAGS.dataset, data=FLAGS.data, split=FLAGS.split,
-            batch_size=FLAGS.batch_size, out=FLAGS.out,
-            data_dir=FLAGS.data_dir, download=FLAGS.download,
-            validation_split=FLAGS.validation_split, seed=FLAGS.seed,
-            skip_bad_files=FLAGS.skip_bad_files, tta=FLAGS.tta)
+            FLAGS.model, FLAGS.dataset, split=FLAGS.split,
+            batch_size=FLAGS.batch_size or 128, out=FLAGS.out,
+            tta=FLAGS.tta, **data_flags.load_args())
     except (ValueError, OSError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

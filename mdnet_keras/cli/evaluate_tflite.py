@@ -4,7 +4,8 @@
         --data=../shared/data/cifar10.npz
 
 (`mdnet_keras.cli.evaluate` dispatches here for `--tflite`; this module also
-runs on its own with `main`.)
+runs on its own with `main`.) The data flags default to the run folder that
+holds the `.tflite` (see `mdnet_keras.cli.data_flags`).
 """
 
 import json
@@ -12,28 +13,33 @@ import sys
 import time
 
 from absl import flags
-from mdnet_keras.cli.flag_util import define as _define
+
+from mdnet_keras.cli import data_flags
+from mdnet_keras.cli.flag_util import define
 
 FLAGS = flags.FLAGS
 
+data_flags.define_data_flags()
+define(flags.DEFINE_string, "tflite", None, "The .tflite model to evaluate.")
+define(flags.DEFINE_integer, "limit", 0,
+       "Evaluate only the first N test images (0: all).")
+define(flags.DEFINE_string, "json_out", None,
+       "Also write the result to this JSON file.")
 
-_define(flags.DEFINE_string, "tflite", None, "The .tflite model to evaluate.")
-_define(flags.DEFINE_string, "dataset", "cifar10", "Data set name for load_dataset.")
-_define(flags.DEFINE_string, "data", None, "Data file or folder for --dataset.")
-_define(flags.DEFINE_integer, "limit", 0, "Evaluate only the first N test images (0: all).")
-_define(flags.DEFINE_string, "json_out", None, "Also write the result to this JSON file.")
 
+def evaluate_tflite(tflite_path, x_test, y_test, kernels="default",
+                    verbose=False):
+    """Top-1 (and top-5 when there are more than 5 classes) of a `.tflite`.
 
-def evaluate_tflite(tflite_path, x_test, y_test, kernels="default"):
-    """Top-1 (and top-5 when there are more than 5 classes) of a `.tflite`."""
+    `verbose` shows a progress bar over the images."""
     import numpy as np
 
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import LiteRTRunner
 
     with open(tflite_path, "rb") as f:
-        runner = tfl.LiteRTRunner(f.read(), kernels=kernels)
+        runner = LiteRTRunner(f.read(), kernels=kernels)
     start = time.perf_counter()
-    probs = runner.predict(x_test)
+    probs = runner.predict(x_test, verbose=verbose)
     seconds = time.perf_counter() - start
     y = np.asarray(y_test).reshape(-1)
     result = {
@@ -54,19 +60,21 @@ def main(argv):
     if not FLAGS.tflite:
         print("error: --tflite=PATH is required", file=sys.stderr)
         sys.exit(2)
+    from mdnet_keras.data import DatasetNotFoundError
     from mdnet_keras.data.datasets import load_dataset
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import LiteRTRunner
 
     try:
+        data_flags.from_run_folder(FLAGS.tflite)
         with open(FLAGS.tflite, "rb") as f:
-            shape = tfl.LiteRTRunner(f.read()).image_shape
-        ds = load_dataset(FLAGS.dataset, data=FLAGS.data,
-                          image_size=shape[:2], channels=shape[2])
+            shape = LiteRTRunner(f.read()).image_shape
+        ds = load_dataset(FLAGS.dataset, image_size=shape[:2],
+                          channels=shape[2], **data_flags.load_args())
         x, y = ds.x_test, ds.y_test
         if FLAGS.limit:
             x, y = x[: FLAGS.limit], y[: FLAGS.limit]
-        result = evaluate_tflite(FLAGS.tflite, x, y)
-    except (OSError, ValueError) as e:
+        result = evaluate_tflite(FLAGS.tflite, x, y, verbose=True)
+    except (OSError, ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     line = (f"{FLAGS.tflite}: top-1 {100 * result['top1']:.2f}% on "

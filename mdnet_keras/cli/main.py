@@ -3,6 +3,9 @@
 Each command lives in `mdnet_keras/cli/<command>.py`, defines its own absl
 flags and a `main(argv)`; only the chosen command's module is imported, so
 `python -m mdnet_keras COMMAND --help` lists that command's flags.
+
+TensorFlow's log lines are hidden (`mdnet_keras.cli.tf_logs`); a bare
+`--verbose`, taken here for every command, shows them.
 """
 
 import importlib
@@ -22,7 +25,8 @@ COMMANDS = {
 def usage():
     lines = ["usage: python -m mdnet_keras COMMAND [--flags]", "", "commands:"]
     lines += [f"  {name:<10}{text}" for name, text in COMMANDS.items()]
-    lines.append("\n`python -m mdnet_keras COMMAND --help` lists its flags.")
+    lines.append("\n`python -m mdnet_keras COMMAND --help` lists its flags;")
+    lines.append("`--verbose` (any command) shows TensorFlow's log lines.")
     return "\n".join(lines)
 
 
@@ -36,5 +40,7 @@ def run(argv=None):
         print(f"Unknown command '{command}'.\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"mdnet_keras.cli.{command}")
-    app.run(module.main, argv=[f"{argv[0]} {command}"] + argv[2:])
+    # The launcher's --verbose (see tf_logs) is no flag of the command.
+    args = [a for a in argv[2:] if a != "--verbose"]
+    app.run(module.main, argv=[f"{argv[0]} {command}"] + args)
     return 0

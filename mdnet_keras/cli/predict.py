@@ -10,14 +10,16 @@ import os
 import sys
 
 from absl import flags
-from mdnet_keras.cli.flag_util import define as _define
+
+from mdnet_keras.cli.flag_util import define
 
 FLAGS = flags.FLAGS
 
-
-_define(flags.DEFINE_string, "model", None, "A .keras or .tflite model.")
-_define(flags.DEFINE_string, "labels", None, "Labels file, one class name a line.")
-_define(flags.DEFINE_integer, "top_k", 3, "How many classes to print per image.")
+define(flags.DEFINE_string, "model", None, "A .keras or .tflite model.")
+define(flags.DEFINE_string, "labels", None,
+       "Labels file, one class name a line. Default: the one beside the "
+       "model (<stem>.labels.txt, else the run folder's labels.txt).")
+define(flags.DEFINE_integer, "top_k", 3, "How many classes to print per image.")
 
 
 def _softmax_if_needed(p):
@@ -32,25 +34,28 @@ def _softmax_if_needed(p):
 
 def load_predictor(model_path):
     """Returns (predict_fn(images) -> probabilities, (H, W, C))."""
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import LiteRTRunner
+    from mdnet_keras.export import ModelLoadError
+    from mdnet_keras.export import load_keras_model
+    from mdnet_keras.export import model_image_shape
 
     if not os.path.isfile(model_path):
-        raise tfl.ModelLoadError(f"Model file not found: {model_path!r}")
+        raise ModelLoadError(f"Model file not found: {model_path!r}")
     if model_path.endswith(".tflite"):
         with open(model_path, "rb") as f:
             data = f.read()
         try:
-            runner = tfl.LiteRTRunner(data)
+            runner = LiteRTRunner(data)
         except Exception as e:
-            raise tfl.ModelLoadError(
+            raise ModelLoadError(
                 f"{model_path!r} is not a loadable .tflite model: {e}") from e
         return runner.predict, runner.image_shape
-    model = tfl.load_keras_model(model_path)
+    model = load_keras_model(model_path)
 
     def predict(images):
         return model.predict(images.astype("float32"), verbose=0)
 
-    return predict, tfl.model_image_shape(model)
+    return predict, model_image_shape(model)
 
 
 def predict_images(model_path, image_paths, labels_path=None, top_k=3):
@@ -58,11 +63,12 @@ def predict_images(model_path, image_paths, labels_path=None, top_k=3):
     import numpy as np
 
     from mdnet_keras.data.datasets import load_image
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import find_labels_file
+    from mdnet_keras.export import read_labels
 
     predict, (h, w, c) = load_predictor(model_path)
-    labels_path = labels_path or tfl.find_labels_file(model_path)
-    labels = tfl.read_labels(labels_path) if labels_path else None
+    labels_path = labels_path or find_labels_file(model_path)
+    labels = read_labels(labels_path) if labels_path else None
     missing = [p for p in image_paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"Image file(s) not found: {missing}")
@@ -86,17 +92,19 @@ def main(argv):
         print("usage: python -m mdnet_keras predict --model=MODEL.(keras|tflite) "
               "IMAGE...", file=sys.stderr)
         sys.exit(2)
-    from mdnet_keras.export import tflite as tfl
+    from mdnet_keras.export import ModelLoadError
 
     try:
         results, labels_path = predict_images(FLAGS.model, images, FLAGS.labels,
                                               FLAGS.top_k)
-    except (tfl.ModelLoadError, ValueError, FileNotFoundError) as e:
+    except (ModelLoadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if labels_path is None:
         print("warning: no labels file next to the model; printing class indices",
               file=sys.stderr)
+    elif not FLAGS.labels:
+        print(f"Class names from {labels_path}.")
     for path, top in zip(images, results):
         print(path)
         for name, p in top:

@@ -8,7 +8,9 @@ from mdnet_keras.cli.flag_util import define
 from mdnet_keras.models import MDNET_VARIANTS
 
 FLAGS = flags.FLAGS
-define(flags.DEFINE_enum, "model", "mdnet", sorted(MDNET_VARIANTS), "MDNet variant.")
+# No default of its own: the other commands share --model (a file there).
+define(flags.DEFINE_enum, "model", None, sorted(MDNET_VARIANTS),
+       "MDNet variant (default: mdnet).")
 define(flags.DEFINE_list, "input_shape", ["32", "32", "3"], "Height, width, channels.")
 define(flags.DEFINE_integer, "num_classes", 100, "Number of classes.")
 define(
@@ -70,9 +72,10 @@ def main(argv):
     if FLAGS.markdown:
         print(variant_table())
         return
-    model = build(FLAGS.model)
+    variant = FLAGS.model or "mdnet"
+    model = build(variant)
     report = profile(model)
-    print(format_profile(report, f"{FLAGS.model} {tuple(model.input.shape[1:])}"))
+    print(format_profile(report, f"{variant} {tuple(model.input.shape[1:])}"))
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -22,7 +22,8 @@ to confirm (see tflite/README.md).
 
 import numpy as np
 
-from mdnet_keras.export import tflite as tfl
+from mdnet_keras.export.flatbuffer import describe_ops
+from mdnet_keras.export.flatbuffer import io_details
 
 # The supported-operations table (op -> limitation checked here, if any).
 SUPPORTED_OPS = {
@@ -127,8 +128,8 @@ def edgetpu_report(tflite_bytes):
         `tpu_macs`, `tpu_mac_share`, `model_problems` (model-level rules such
         as batch 1) and per-op `ops`.
     """
-    ops = tfl.describe_ops(tflite_bytes)
-    io = tfl.io_details(tflite_bytes)
+    ops = describe_ops(tflite_bytes)
+    io = io_details(tflite_bytes)
     model_problems = []
     for d in io["inputs"]:
         if d["shape"] and d["shape"][0] != 1:
