@@ -29,7 +29,7 @@ def test_ema_weights_are_validated_and_saved(small_npz, monkeypatch,
             })
 
     make = run_callbacks.make_callbacks
-    monkeypatch.setattr(run, "make_callbacks",
+    monkeypatch.setattr(run_callbacks, "make_callbacks",
                         lambda *a, **k: make(*a, **k) + [AfterEverything()])
     out = tmp_path / "ema"
     result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
@@ -66,7 +66,7 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit():
 
 
 def test_time_budget_finishes_the_run_early(small_npz, monkeypatch, tmp_path):
-    monkeypatch.setattr(run, "should_stop_for_budget",
+    monkeypatch.setattr(run_callbacks, "should_stop_for_budget",
                         lambda durations, left: len(durations) >= 2)
     out = tmp_path / "budget"
     result = run.train(dataset="npz", data=small_npz, model="mdnet_micro",
@@ -103,7 +103,7 @@ def test_nan_stops_and_keeps_last_good_model(monkeypatch, small_npz,
         callbacks = make(*args, **kwargs)
         return callbacks[:-1] + [Poison(epoch=1), callbacks[-1]]
 
-    monkeypatch.setattr(run, "make_callbacks", with_poison)
+    monkeypatch.setattr(run_callbacks, "make_callbacks", with_poison)
     out = str(tmp_path / "nan")
     with pytest.raises(run_callbacks.TrainingDivergedError) as info:
         run.train(dataset="npz", data=small_npz, model="mdnet_micro",
@@ -123,3 +123,26 @@ def test_nan_stops_and_keeps_last_good_model(monkeypatch, small_npz,
     assert meta["epoch"] == 1
     assert json.load(open(os.path.join(out, "status.json")))["state"] == "diverged"
     assert not os.path.exists(os.path.join(out, "metrics.json"))
+
+
+def test_best_model_is_written_atomically(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = str(tmp_path / "best.keras")
+    saver = run_callbacks.BestModelSaver(path)
+    saver.set_model(model)
+    saver.on_epoch_end(0, {"val_top1": 0.5})
+    assert saver.best == 0.5
+    first = open(path, "rb").read()
+    saver.on_epoch_end(1, {"val_top1": 0.4})  # not better: not written
+    assert open(path, "rb").read() == first
+
+    def killed(self, filepath, *args, **kwargs):
+        open(filepath, "wb").write(b"half a zip")
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(keras.Model, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        saver.on_epoch_end(2, {"val_top1": 0.9})
+    assert open(path, "rb").read() == first
+    monkeypatch.undo()
+    keras.saving.load_model(path)

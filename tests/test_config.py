@@ -38,3 +38,17 @@ def test_recipe_errors_name_the_value():
     assert train_config.resolve_config().learning_rate == 2e-3
     assert train_config.resolve_config(recipe="fast").learning_rate == (
         recipe.RECIPES["fast"].learning_rate)
+
+
+def test_model_config_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--model_config is not valid JSON"):
+        train_config.resolve_config(model_config="{stage_depths: [1]}")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        train_config.resolve_config(model_config="[1, 2]")
+    with pytest.raises(ValueError, match="unknown MDNet argument.*'depth'"):
+        train_config.resolve_config(model_config='{"depth": 3}')
+    with pytest.raises(ValueError, match="unknown MDNet argument.*'num_classes'"):
+        train_config.resolve_config(model_config='{"num_classes": 3}')
+    assert train_config.resolve_config(
+        model_config='{"head_channels": 64}').model_config == {
+        "head_channels": 64}

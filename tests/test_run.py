@@ -175,7 +175,7 @@ def test_fine_tune_from_trained_model_with_frozen_backbone(
                                        "predictions")})
 
     make = run_callbacks.make_callbacks
-    monkeypatch.setattr(run, "make_callbacks",
+    monkeypatch.setattr(run_callbacks, "make_callbacks",
                         lambda *a, **k: make(*a, **k) + [Recorder()])
     result = run.train(dataset="npz", data=data, model="mdnet_micro",
                        model_config=TINY, epochs=2, freeze_backbone_epochs=1,
@@ -226,3 +226,31 @@ def test_trains_under_jax_without_tensorflow(small_npz, tmp_path):
     assert facts["jit_compile"] is True
     assert read_rows(out)["epoch"] == [0]
     assert (out / "best.keras").exists() and (out / "metrics.json").exists()
+
+
+def test_selection_never_sees_the_test_split(small_npz):
+    from mdnet_keras.data import load_dataset
+
+    dataset = load_dataset("npz", data=small_npz)
+    x_fit, y_fit, x_val, y_val, source = run.selection_split(dataset, 0.1, 0)
+    assert "training images" in source
+    assert len(x_val) == 60 and len(x_fit) == 540
+    assert np.bincount(y_val).tolist() == [6] * 10
+    test_images = {image.tobytes() for image in dataset.x_test}
+    train_images = {image.tobytes() for image in dataset.x_train}
+    assert not any(image.tobytes() in test_images for image in x_val)
+    assert all(image.tobytes() in train_images for image in x_val)
+    assert not ({i.tobytes() for i in x_val} & {i.tobytes() for i in x_fit})
+    *_, source = run.selection_split(dataset, 0, 0)
+    assert source == "test split"
+
+
+def test_metrics_report_best_and_last_epoch_on_test(finished_run):
+    config, result = finished_run
+    saved = json.load(open(os.path.join(config["out"], "config.json")))["run"]
+    assert saved["num_validation"] == 100 and saved["num_train"] == 900
+    metrics = result["metrics"]
+    assert "training images" in metrics["selection"]
+    assert metrics["num_examples"] == 200
+    assert {"epoch", "val_top1", "test_top1", "test_top5"} <= set(
+        metrics["best"])

@@ -2,8 +2,11 @@
 the default folder moving on."""
 
 import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +50,36 @@ def test_refuses_foreign_or_other_config_folder(tmp_path):
     with pytest.raises(run_folder.RunFolderError, match="another configuration.*epochs"):
         run_folder.prepare_run_folder(train_config.resolve_config(out=str(unfinished),
                                                   epochs=5))
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_removed(
+        tmp_path):
+    out = tmp_path / "locked"
+    out.mkdir()
+    config = train_config.resolve_config(out=str(out))
+    run_folder.acquire_lock(str(out))
+    holder = json.loads((out / run_folder.LOCK_FILE).read_text())
+    assert holder["pid"] == os.getpid()
+    with pytest.raises(run_folder.RunFolderError,
+                       match="in use by another training .*pid"):
+        run_folder.prepare_run_folder(config)
+    with pytest.raises(run_folder.RunFolderError, match="in use"):
+        run.train(config)
+    run_folder.release_lock(str(out))
+    assert not (out / run_folder.LOCK_FILE).exists()
+    # A killed run's lock: its process is gone.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (out / run_folder.LOCK_FILE).write_text(json.dumps(
+        dict(holder, pid=gone.pid)))
+    assert run_folder.prepare_run_folder(config) is False
+    assert not (out / run_folder.LOCK_FILE).exists()
+
+
+def test_an_uncreatable_out_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    config = train_config.resolve_config(out=str(blocker / "run"))
+    with pytest.raises(run_folder.RunFolderError,
+                       match="Cannot create --out=.*file/run"):
+        run_folder.prepare_run_folder(config)

@@ -50,8 +50,11 @@ _define(flags.DEFINE_integer, "channels", None,
         "1 (grey) or 3 (RGB): convert images to this many channels "
         "(default: the data's; folders are read as RGB).")
 _define(flags.DEFINE_float, "validation_split", 0.1,
-        "Share of each class held out for testing from a folder without "
-        "test/ or val/.")
+        "Share of each class of the training images held out to validate "
+        "each epoch and select best.keras (the test split only reports); 0 "
+        "validates on the test split, which then also selects. A folder "
+        "without test/ or val/ first holds out the same share as its test "
+        "split.")
 _define(flags.DEFINE_boolean, "skip_bad_files", False,
         "Skip (and count) image files that cannot be decoded instead of "
         "stopping.")
@@ -194,4 +197,10 @@ def main(argv):
         sys.exit(3)
     except (ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"error: {e.strerror or e} while writing "
+              f"{e.filename or 'the run folder'}; the run folder keeps its "
+              "last finished epoch, so re-running the same command resumes "
+              "once the cause (e.g. a full disk) is fixed.", file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ from mdnet_keras.data.datasets import (
     load_image,
     make_dataset,
     resize_images,
+    stratified_split,
     to_channels,
 )
 

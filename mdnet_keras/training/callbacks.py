@@ -210,6 +210,27 @@ class BestRecorder(keras.callbacks.Callback):
             self.recorded = best
 
 
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves the model to `path` when `monitor` beats `best`, atomically.
+
+    `keras.callbacks.ModelCheckpoint` writes in place, so a kill during the
+    write leaves an unreadable file; this one writes a temporary file and
+    renames it. `best` (None before the first epoch) is what resume sets.
+    """
+
+    def __init__(self, path, monitor=run_folder.MONITOR):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if self.best is None or value > self.best:
+            self.best = float(value)
+            save_model_atomic(self.model, self.path)
+
+
 class AtomicModelSaver(keras.callbacks.Callback):
     """Saves the whole model to `path` each epoch via a temp file + rename."""
 
@@ -281,9 +302,7 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
     guard = DivergenceGuard(out)
     backup = ResumableBackup(os.path.join(out, backup_name),
                              double_checkpoint=True, delete_checkpoint=False)
-    best = keras.callbacks.ModelCheckpoint(
-        os.path.join(out, "best.keras"), monitor=run_folder.MONITOR, mode="max",
-        save_best_only=True)
+    best = BestModelSaver(os.path.join(out, "best.keras"))
     swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None
     callbacks = [
         guard,

@@ -199,8 +199,17 @@ def resolve_config(config=None, custom_model=False, **overrides):
         )
     config.jit_compile = str(config.jit_compile).lower()
     if isinstance(config.model_config, str):
-        config.model_config = json.loads(config.model_config or "{}")
+        try:
+            config.model_config = json.loads(config.model_config or "{}")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--model_config is not valid JSON ({e}): "
+                             f"{config.model_config!r}") from None
+    if not isinstance(config.model_config or {}, dict):
+        raise ValueError("--model_config must be a JSON object of MDNet "
+                         f"arguments. Received: {config.model_config!r}")
     config.model_config = dict(config.model_config or {})
+    if not custom_model:
+        check_model_config(config.model_config)
     for key in ("epochs", "batch_size"):
         if int(getattr(config, key)) < 1:
             raise ValueError(f"`{key}` must be >= 1. Received: "
@@ -218,3 +227,24 @@ def resolve_config(config=None, custom_model=False, **overrides):
     if config.out is None:
         config.out = run_folder.default_out_dir(config)
     return config
+
+
+# Set by `train` itself; a --model_config may not repeat them.
+TRAIN_SET_MDNET_ARGS = ("input_shape", "num_classes", "variant", "attention",
+                        "dropout_rate", "drop_path_rate", "stem_strides",
+                        "weights")
+
+
+def check_model_config(model_config):
+    """Raises a clear error for a `--model_config` key MDNet does not take."""
+    import inspect
+
+    from mdnet_keras.models import MDNet
+
+    accepted = set(inspect.signature(MDNet).parameters) - set(
+        TRAIN_SET_MDNET_ARGS)
+    unknown = sorted(set(model_config) - accepted)
+    if unknown:
+        raise ValueError(
+            f"--model_config: unknown MDNet argument(s) {unknown}; it takes "
+            f"{', '.join(sorted(accepted))} (the others have their own flags).")

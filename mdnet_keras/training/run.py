@@ -45,6 +45,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import recipe
@@ -107,28 +108,73 @@ def load_data(config):
     return dataset
 
 
-def make_batches(config, dataset, num_replicas, jit_compile=False):
-    """Training and evaluation `ImageBatches`.
+def selection_split(dataset, validation_split, seed):
+    """The images that train and the images that select the best epoch.
 
-    Compiled (XLA) and multi-replica training drops the last incomplete
-    batch of each (reshuffled) epoch: one batch shape, one compilation.
+    A stratified `validation_split` share of each class of the training
+    images is held out for per-epoch validation, which picks `best.keras`;
+    the test split stays out of training and selection, for the final
+    report only. With `validation_split=0` the test split validates (and so
+    selects), and the run says so.
+
+    Returns:
+        (x_fit, y_fit, x_val, y_val, source): `source` names where the
+        validation images come from.
+
+    Raises:
+        ValueError: a class with too few training images to hold any out.
+    """
+    from mdnet_keras.data import stratified_split
+
+    if not validation_split:
+        logger.warning("--validation_split=0: the test split validates and "
+                       "selects best.keras, so its test figure is not an "
+                       "unseen-data estimate.")
+        return (dataset.x_train, dataset.y_train, dataset.x_test,
+                dataset.y_test, "test split")
+    fit, val = stratified_split(dataset.y_train, validation_split, seed)
+    missing = sorted(set(np.unique(dataset.y_train))
+                     - set(np.unique(dataset.y_train[fit])))
+    if missing:
+        names = [dataset.class_names[c] for c in missing]
+        raise ValueError(
+            f"--validation_split={validation_split} leaves no training image "
+            f"of class(es) {names}: add images or lower --validation_split.")
+    return (dataset.x_train[fit], dataset.y_train[fit], dataset.x_train[val],
+            dataset.y_train[val],
+            f"{validation_split:g} of each class of the training images")
+
+
+def make_batches(config, dataset, num_replicas, jit_compile=False):
+    """Training, validation and test `ImageBatches`.
+
+    Validation uses `selection_split`'s held-out training images. Compiled
+    (XLA) and multi-replica training drops the last incomplete batch of each
+    (reshuffled) epoch: one batch shape, one compilation.
+
+    Returns:
+        (train_data, val_data, test_data, validation_source).
     """
     from mdnet_keras.data import ImageBatches
 
+    x_fit, y_fit, x_val, y_val, source = selection_split(
+        dataset, config.validation_split, config.seed)
     common = dict(num_classes=dataset.num_classes,
                   batch_size=config.batch_size, seed=config.seed,
                   workers=config.workers)
     train_data = ImageBatches(
-        dataset.x_train, dataset.y_train, shuffle=True, augment=True,
+        x_fit, y_fit, shuffle=True, augment=True,
         crop_padding=config.crop_padding, flip=config.flip,
         randaugment=config.randaugment, mixup_alpha=config.mixup_alpha,
         cutmix_alpha=config.cutmix_alpha,
         drop_remainder=((num_replicas > 1 or jit_compile)
-                        and len(dataset.x_train) >= config.batch_size),
+                        and len(x_fit) >= config.batch_size),
         **common)
-    val_data = ImageBatches(dataset.x_test, dataset.y_test, shuffle=False,
-                            augment=False, **common)
-    return train_data, val_data
+    val_data = ImageBatches(x_val, y_val, shuffle=False, augment=False,
+                            **common)
+    test_data = ImageBatches(dataset.x_test, dataset.y_test, shuffle=False,
+                             augment=False, **common)
+    return train_data, val_data, test_data, source
 
 
 def train(config=None, build_model=None, callbacks=None, **overrides):
@@ -164,6 +210,9 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
         distribution.check_multi_worker_environment(keras.backend.backend())
     resumed = run_folder.prepare_run_folder(config)
     out = config.out
+    locked = config.strategy != "multi_worker"
+    if locked:
+        run_folder.acquire_lock(out)
     print(f"Run folder: {os.path.abspath(out)}"
           + (" (resuming)" if resumed else ""))
 
@@ -177,6 +226,8 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
                       list(callbacks or []))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if locked:
+            run_folder.release_lock(out)
 
 
 def _train(config, out, resumed, started, custom_builder=None,
@@ -193,7 +244,8 @@ def _train(config, out, resumed, started, custom_builder=None,
 
     dataset = load_data(config)
     jit_compile = resolve_jit_compile(config.jit_compile)
-    train_data, val_data = make_batches(config, dataset, num_replicas,
+    train_data, val_data, test_data, validation_source = make_batches(
+        config, dataset, num_replicas,
                                         jit_compile)
     steps_per_epoch = len(train_data)
     total_steps = steps_per_epoch * config.epochs
@@ -218,8 +270,10 @@ def _train(config, out, resumed, started, custom_builder=None,
         "class_names": list(dataset.class_names),
         "num_classes": dataset.num_classes,
         "image_shape": list(dataset.image_shape),
-        "num_train": int(len(dataset.x_train)),
+        "num_train": int(len(train_data.x)),
         "num_test": int(len(dataset.x_test)),
+        "num_validation": int(len(val_data.x)),
+        "validation_source": validation_source,
         "num_replicas": num_replicas,
         "global_batch_size": config.batch_size,
         "per_replica_batch_size": config.batch_size // num_replicas,
@@ -240,8 +294,9 @@ def _train(config, out, resumed, started, custom_builder=None,
         with open(os.path.join(out, "labels.txt"), "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in dataset.class_names))
     run_folder.write_status(out, "running")
-    print(f"{dataset.name}: {facts['num_train']} train / {facts['num_test']} "
-          f"test images {tuple(dataset.image_shape)}, {dataset.num_classes} "
+    print(f"{dataset.name}: {facts['num_train']} train / "
+          f"{facts['num_validation']} validation ({validation_source}) / "
+          f"{facts['num_test']} test images {tuple(dataset.image_shape)}, {dataset.num_classes} "
           f"classes; {config.model}, {config.epochs} epochs of "
           f"{steps_per_epoch} steps, global batch {config.batch_size} on "
           f"{num_replicas} replica(s), recipe {config.recipe} "
@@ -327,7 +382,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         raise run_callbacks.TrainingDivergedError(message) from None
     fit_seconds = time.time() - fit_started
 
-    metrics = finish_run(config, out, model, dataset, val_data, facts,
+    metrics = finish_run(config, out, model, dataset, test_data, facts,
                          fit_seconds, epochs_this_session, started)
     shutil.rmtree(os.path.join(out, "backup_frozen"), ignore_errors=True)
     shutil.rmtree(os.path.join(out, "backup_full"), ignore_errors=True)
@@ -347,13 +402,23 @@ def save_shipping_weights(model, path):
     copy.save_weights(path)
 
 
-def finish_run(config, out, model, dataset, val_data, facts, fit_seconds,
-               epochs_this_session, started):
-    """Writes the weights, metrics.json and plots of a finished run."""
-    save_shipping_weights(model, os.path.join(out, "model.weights.h5"))
+def test_predictions(model, test_data):
+    """The model's probabilities on the test batches, without XLA on CPUs."""
     model.jit_compile = evaluation.evaluation_jit_compile()
     model.predict_function = None
-    probs = model.predict(val_data, verbose=0)
+    return model.predict(test_data, verbose=0)
+
+
+def finish_run(config, out, model, dataset, test_data, facts, fit_seconds,
+               epochs_this_session, started):
+    """Writes the weights, metrics.json and plots of a finished run.
+
+    `metrics.json` reports the final model on the test split and, under
+    `best`, the epoch that validation selected (`best.keras`) with its own
+    test top-1 / top-5.
+    """
+    save_shipping_weights(model, os.path.join(out, "model.weights.h5"))
+    probs = test_predictions(model, test_data)
     report = evaluation.classification_report(dataset.y_test, probs,
                                               dataset.class_names)
     history = evaluation.read_history(os.path.join(out, "history.csv"))
@@ -361,9 +426,17 @@ def finish_run(config, out, model, dataset, val_data, facts, fit_seconds,
     if os.path.exists(os.path.join(out, "best.json")):
         with open(os.path.join(out, "best.json"), encoding="utf-8") as f:
             best = json.load(f)
+        chosen = keras.saving.load_model(os.path.join(out, "best.keras"),
+                                         compile=False)
+        best_report = evaluation.classification_report(
+            dataset.y_test, test_predictions(chosen, test_data),
+            dataset.class_names)
+        best.update(test_top1=best_report["top1"],
+                    test_top5=best_report["top5"])
     report.update({
         "model": "last.keras (the final epoch)",
         "split": "test",
+        "selection": facts["validation_source"],
         "best": best,
         "epochs": len(history.get("epoch", [])),
         "train_seconds_this_session": round(fit_seconds, 1),

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 
 import numpy as np
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 MONITOR = "val_top1"
 
 
+# Held by the process training in the folder (multi-worker runs, whose
+# processes share the folder, take none).
+LOCK_FILE = "run.lock"
 # Keys that may differ between the run on disk and a resuming call.
 RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
                     "time_budget_minutes")
@@ -71,11 +75,20 @@ def prepare_run_folder(config):
     """
     out = config.out
     if not os.path.exists(out):
-        os.makedirs(out)
+        try:
+            os.makedirs(out)
+        except OSError as e:
+            raise RunFolderError(f"Cannot create --out={out}: {e.strerror}. "
+                                 "Choose a folder you can write to.") from None
         return False
     if not os.path.isdir(out):
         raise RunFolderError(f"--out={out} exists and is not a folder.")
-    entries = os.listdir(out)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunFolderError(f"--out={out} is not writable. Choose a folder "
+                             "you can write to.")
+    if config.strategy != "multi_worker":
+        check_unlocked(out)
+    entries = [e for e in os.listdir(out) if e != LOCK_FILE]
     if not entries:
         return False
     config_path = os.path.join(out, "config.json")
@@ -168,3 +181,78 @@ def last_history_epoch(out):
         return 0
     epochs = evaluation.read_history(path).get("epoch", [])
     return int(max(epochs)) + 1 if epochs else 0
+
+
+def lock_holder(out):
+    """The `run.lock` record of `out` (pid, host, time), or None."""
+    try:
+        with open(os.path.join(out, LOCK_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+
+
+def holder_alive(holder):
+    """Whether the lock's process still runs (assumed so on another host)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
+
+
+def check_unlocked(out):
+    """Raises `RunFolderError` while another live run holds `out`'s lock.
+
+    A lock left by a killed run (its process gone) is removed.
+    """
+    holder = lock_holder(out)
+    if holder is None:
+        return
+    if holder and not holder_alive(holder):
+        os.remove(os.path.join(out, LOCK_FILE))
+        print(f"Removed the lock of a run that no longer runs (pid "
+              f"{holder.get('pid')}).")
+        return
+    started = (time.ctime(holder["time"]) if isinstance(holder.get("time"),
+                                                         (int, float))
+               else "?")
+    raise RunFolderError(
+        f"--out={out} is in use by another training (pid "
+        f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started "
+        f"{started}). Wait for it, choose another --out, or delete "
+        f"{os.path.join(out, LOCK_FILE)} if that run is gone.")
+
+
+def acquire_lock(out):
+    """Creates `out/run.lock` for this process, atomically.
+
+    Raises:
+        RunFolderError: another live run holds it.
+    """
+    path = os.path.join(out, LOCK_FILE)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            check_unlocked(out)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                       "time": time.time()}, f)
+        return
+    check_unlocked(out)
+
+
+def release_lock(out):
+    """Removes `out/run.lock` if this process holds it."""
+    holder = lock_holder(out)
+    if holder and holder.get("pid") == os.getpid() and \
+            holder.get("host") == socket.gethostname():
+        os.remove(os.path.join(out, LOCK_FILE))
