@@ -52,3 +52,12 @@ def test_model_config_errors_name_the_flag():
     assert train_config.resolve_config(
         model_config='{"head_channels": 64}').model_config == {
         "head_channels": 64}
+
+
+def test_a_default_warmup_fits_a_short_run_and_a_given_one_is_kept():
+    assert train_config.resolve_config(epochs=1).warmup_epochs == 0.2
+    assert train_config.resolve_config(epochs=10).warmup_epochs == 1
+    assert train_config.resolve_config(dataset="cifar10", epochs=4,
+                                       recipe="legacy").warmup_epochs == 0.8
+    assert train_config.resolve_config(epochs=1,
+                                       warmup_epochs=3).warmup_epochs == 3

@@ -142,6 +142,7 @@ def resolve_config(config=None, custom_model=False, **overrides):
             f"Unknown dataset {config.dataset!r}; choose one of "
             f"{', '.join(DATASET_NAMES)}."
         )
+    warmup_given = config.warmup_epochs is not None
     defaults = dict(DATASET_DEFAULTS[config.dataset])
     recipe_values = defaults.pop("recipe_values", {})
     if config.recipe is None:
@@ -156,10 +157,12 @@ def resolve_config(config=None, custom_model=False, **overrides):
     if config.recipe == "auto":
         config.recipe = next(name for name, value in recipe.RECIPES.items()
                              if value == chosen)
-    if config.warmup_epochs is None:
-        # A preset's warm-up takes at most a fifth of a short run.
-        config.warmup_epochs = min(chosen.warmup_epochs,
-                                   MAX_PRESET_WARMUP_SHARE * int(config.epochs))
+    if not warmup_given:
+        # A default warm-up takes at most a fifth of a short run.
+        config.warmup_epochs = min(
+            chosen.warmup_epochs if config.warmup_epochs is None
+            else config.warmup_epochs,
+            MAX_PRESET_WARMUP_SHARE * int(config.epochs))
     for key, value in dataclasses.asdict(chosen).items():
         if hasattr(config, key) and getattr(config, key) is None:
             setattr(config, key, value)

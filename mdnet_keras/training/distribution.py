@@ -39,7 +39,7 @@ def set_up_distribution(strategy):
                        (gpus or tf.config.list_logical_devices("CPU"))]
             dist = tf.distribute.MirroredStrategy(devices=devices)
             return dist.scope, dist.num_replicas_in_sync, True
-        dist = tf.distribute.MultiWorkerMirroredStrategy()
+        dist = multi_worker_strategy()
         resolver = dist.cluster_resolver
         task_type, task_id = resolver.task_type, resolver.task_id
         chief = task_type == "chief" or (
@@ -95,3 +95,30 @@ def check_multi_worker_environment(backend):
                 f"{', '.join(missing)}. Use --strategy=mirrored for the "
                 "devices of one machine."
             )
+
+
+def multi_worker_strategy():
+    """`tf.distribute.MultiWorkerMirroredStrategy` that Keras 3's `fit` runs.
+
+    Keras 3's TensorFlow trainer (keras-team/keras#20585) makes two
+    `strategy.reduce` calls this strategy's collective all-reduce refuses,
+    so `fit` stopped at its first step: the first distributed batch, an
+    `(x, y)` tuple, in one call ("Attempt to convert a value (PerReplica...)
+    ... to a Tensor"), and each step's scalar logs with `axis=0`. Reducing
+    each element of a structure on its own, and a scalar over no axis, is
+    what those calls mean.
+    """
+    import tensorflow as tf
+
+    class KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def reduce_one(v):
+                local = self.experimental_local_results(v)[0]
+                scalar = getattr(local, "shape", None) is not None and \
+                    local.shape.rank == 0
+                return super(KerasMultiWorkerStrategy, self).reduce(
+                    reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(reduce_one, value)
+
+    return KerasMultiWorkerStrategy()
