@@ -122,3 +122,18 @@ def multi_worker_strategy():
             return tf.nest.map_structure(reduce_one, value)
 
     return KerasMultiWorkerStrategy()
+
+
+def worker_name():
+    """This process's name in its cluster, the same when it is re-run.
+
+    A non-chief worker keeps its own checkpoints and backup in the run
+    folder's `workers/<name>/`, so a re-run resumes each worker from its
+    own backup.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        task = json.loads(raw).get("task", {})
+        return f"{task.get('type', 'worker')}_{task.get('index', 0)}"
+    process = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID")
+    return f"process_{process}" if process else f"pid_{os.getpid()}"

@@ -234,7 +234,7 @@ def _train(config, out, resumed, started, custom_builder=None,
            extra_callbacks=()):
     make_scope, num_replicas, is_chief = distribution.set_up_distribution(config.strategy)
     if not is_chief:
-        out = os.path.join(out, "workers", f"worker_{os.getpid()}")
+        out = os.path.join(out, "workers", distribution.worker_name())
         os.makedirs(out, exist_ok=True)
     if config.batch_size % num_replicas:
         raise ValueError(
