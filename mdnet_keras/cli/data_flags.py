@@ -35,26 +35,36 @@ DATA_FLAGS = ("dataset", "data", "data_dir", "validation_split", "seed",
 
 
 def define_data_flags():
-    """Defines the data flags (the same definitions and defaults as `train`'s)."""
+    """Defines the data flags, shared by `train`, `evaluate` and `convert`.
+
+    Commands that read a model take a flag left unset from the model's run
+    folder (`from_run_folder`).
+    """
     define(flags.DEFINE_string, "dataset", "sample",
            "Data set: sample (CIFAR-10 images embedded in the package), "
-           "cifar10, cifar100, npz or folder. Default: the model's run "
-           "folder's (config.json), else sample.")
+           "cifar10, cifar100, npz or folder. Commands given a trained "
+           "model default to its run folder's (config.json).")
     define(flags.DEFINE_string, "data", None,
-           "The .npz file or the image folder of --dataset. Default: the "
-           "model's run folder's.")
+           "The .npz file (npz; optional for cifar10/cifar100) or the image "
+           "folder (folder: root/<class>/*.jpg|png, optionally with train/ "
+           "and test/ or val/). Commands given a trained model default to "
+           "its run folder's.")
     define(flags.DEFINE_string, "data_dir", None,
            "TensorFlow Datasets data folder for cifar10 / cifar100.")
     define(flags.DEFINE_boolean, "download", False,
            "Allow downloading CIFAR when it is not on this machine.")
     define(flags.DEFINE_float, "validation_split", 0.1,
-           "Held-out share of a folder without test/ or val/. Default: the "
-           "model's run folder's, else 0.1.")
+           "Share of each class held out: the test split of a folder "
+           "without test/ or val/, and (train) the validation images of the "
+           "training images that select best.keras; 0 validates on the test "
+           "split, which then also selects.")
     define(flags.DEFINE_integer, "seed", 0,
-           "Seed of that folder split (default: the run folder's) and of the "
-           "draws of calibration and evaluation images.")
+           "Seed of those splits, and (train) of weights, shuffling and "
+           "augmentation (two CPU runs with one seed give the same losses), "
+           "(convert) of the calibration images.")
     define(flags.DEFINE_boolean, "skip_bad_files", False,
-           "Skip image files that cannot be decoded instead of stopping.")
+           "Skip (and count) image files that cannot be decoded instead of "
+           "stopping.")
 
 
 def read_run_config(model_path):

@@ -27,37 +27,19 @@ from mdnet_keras.training.recipe import LONG_BUDGET_EPOCHS
 from mdnet_keras.training.recipe import OPTIMIZERS
 from mdnet_keras.training.recipe import RECIPE_NAMES
 from mdnet_keras.training.recipe import SCHEDULES
+from mdnet_keras.cli import data_flags
 from mdnet_keras.cli.flag_util import define as _define
 
 FLAGS = flags.FLAGS
 
 
 # Data.
-_define(flags.DEFINE_string, "dataset", "sample",
-        "Data set: sample (CIFAR-10 images embedded in the package), "
-        "cifar10, cifar100, npz or folder.")
-_define(flags.DEFINE_string, "data", None,
-        "The .npz file (npz; optional for cifar10/cifar100) or the image "
-        "folder (folder: root/<class>/*.jpg|png, optionally with train/ and "
-        "test/ or val/).")
-_define(flags.DEFINE_string, "data_dir", None,
-        "TensorFlow Datasets data folder for cifar10 / cifar100.")
-_define(flags.DEFINE_boolean, "download", False,
-        "Allow downloading CIFAR when it is not on this machine.")
+data_flags.define_data_flags()
 _define(flags.DEFINE_integer, "image_size", None,
         "Resize images to this height and width (default: the data's size).")
 _define(flags.DEFINE_integer, "channels", None,
         "1 (grey) or 3 (RGB): convert images to this many channels "
         "(default: the data's; folders are read as RGB).")
-_define(flags.DEFINE_float, "validation_split", 0.1,
-        "Share of each class of the training images held out to validate "
-        "each epoch and select best.keras (the test split only reports); 0 "
-        "validates on the test split, which then also selects. A folder "
-        "without test/ or val/ first holds out the same share as its test "
-        "split.")
-_define(flags.DEFINE_boolean, "skip_bad_files", False,
-        "Skip (and count) image files that cannot be decoded instead of "
-        "stopping.")
 # Model.
 _define(flags.DEFINE_string, "model", None,
         "MDNet variant: mdnet, mdnet_small or mdnet_micro (default: "
@@ -142,9 +124,6 @@ _define(flags.DEFINE_float, "mixup_alpha", 0.0, "MixUp Beta alpha (0: off).")
 _define(flags.DEFINE_float, "cutmix_alpha", 0.0,
         "CutMix Beta alpha (0: off).")
 # Runtime.
-_define(flags.DEFINE_integer, "seed", 0,
-        "Seed of weights, shuffling and augmentation: two CPU runs with one "
-        "seed give the same losses.")
 _define(flags.DEFINE_boolean, "mixed_precision", False,
         "Mixed precision (see --mixed_precision_dtype), for GPUs and TPUs.")
 _define(flags.DEFINE_enum, "mixed_precision_dtype", "bfloat16",
