@@ -220,7 +220,7 @@ def main(argv=None):
         args.rounds, args.epochs, args.images = 1, 2, 2 * BATCH_SIZE
     if args.worker:
         return worker(args)
-    from benchmarks.run import machine_info
+    from benchmarks.suite_results import machine_info
 
     report = {"command": "python benchmarks/host_overhead.py "
                          + " ".join(argv if argv is not None else sys.argv[1:]),

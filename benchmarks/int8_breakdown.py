@@ -4,7 +4,7 @@ MDNet is converted to full int8 with the export's defaults and with each
 default turned off, and with one part of the model changed at a time
 (kernels 3x3 and 5x5 only; all kernels 3x3; every attention layer replaced
 by an identity), then timed against MobileNetV2 x1.0 for CIFAR in the same
-interleaved rounds (`benchmarks.run.latency_entry`). Each variant also reports its XNNPACK
+interleaved rounds (`benchmarks.suite_tflite.latency_entry`). Each variant also reports its XNNPACK
 partitions and the ops left out of them.
 
 Latency does not depend on the weights' values, so the models are untrained
@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import baselines  # noqa: E402
-from benchmarks import run  # noqa: E402
+from benchmarks import suite_results  # noqa: E402
+from benchmarks import suite_tflite  # noqa: E402
 
 BUDGETS = {
     "full": {"variant": "mdnet", "reference": baselines.REFERENCE_MODEL,
@@ -135,12 +136,12 @@ def convert_all(table, images, budget, tmp_dir, clock):
 def measure(budget):
     from mdnet_keras.data.datasets import load_sample
 
-    clock = run.Clock(deadline_minutes=float("inf"))
+    clock = suite_results.Clock(deadline_minutes=float("inf"))
     table = variants(budget["variant"], budget["reference"])
     images = load_sample().x_train
     with tempfile.TemporaryDirectory(prefix="mdnet_breakdown_") as tmp_dir:
         facts = convert_all(table, images, budget, tmp_dir, clock)
-        latency = run.latency_entry(list(table), budget, tmp_dir, clock)
+        latency = suite_tflite.latency_entry(list(table), budget, tmp_dir, clock)
     reference = latency["results"][budget["reference"]]["int8"]
     for name, row in facts.items():
         times = latency["results"][name]["int8"]
@@ -150,9 +151,9 @@ def measure(budget):
             for t in times}
     return {
         "budget": budget,
-        "machine": run.machine_info(),
-        "versions": run.versions(),
-        "date": run.now(),
+        "machine": suite_results.machine_info(),
+        "versions": suite_results.versions(),
+        "date": suite_results.now(),
         "latency_method": latency["method"],
         "runs_per_config": latency["runs_per_config"],
         "load_average_end": latency["load_average_end"],
@@ -204,7 +205,7 @@ def main(argv=None):
     results["command"] = command
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "int8_breakdown.json"), "w") as f:
-        json.dump(run.jsonable(results), f, indent=1)
+        json.dump(suite_results.jsonable(results), f, indent=1)
     text = markdown(results, command)
     with open(os.path.join(args.out, "int8_breakdown.md"), "w") as f:
         f.write(text)

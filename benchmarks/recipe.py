@@ -57,7 +57,7 @@ def parse_epochs(spec, models):
 
 def make_subset(dataset, train_images, test_images, path):
     """Writes a class-balanced subset of `dataset` as an `.npz` at `path`."""
-    from benchmarks.run import balanced_subset
+    from benchmarks.suite_data import balanced_subset
     from mdnet_keras.data import load_dataset
 
     source, label = DATA[dataset]
@@ -180,7 +180,7 @@ def main(argv=None):
         args.train_images, args.test_images = 256, 64
     models = args.models.split(",")
     epochs = parse_epochs(args.epochs, models)
-    from benchmarks.run import machine_info
+    from benchmarks.suite_results import machine_info
 
     tmp = os.path.join(args.out, "tmp", args.dataset)
     subset = os.path.join(tmp, f"subset_{args.train_images}_"

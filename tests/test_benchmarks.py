@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import baselines  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks import run  # noqa: E402
+from benchmarks import suite_data  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -66,10 +67,10 @@ def test_unknown_model_is_rejected():
 
 def test_balanced_subset_is_balanced_and_seeded():
     labels = np.repeat(np.arange(10), 50)
-    idx = run.balanced_subset(labels, 95, seed=0)
+    idx = suite_data.balanced_subset(labels, 95, seed=0)
     counts = np.bincount(labels[idx], minlength=10)
     assert counts.sum() == 95 and counts.max() - counts.min() <= 1
-    np.testing.assert_array_equal(idx, run.balanced_subset(labels, 95, seed=0))
+    np.testing.assert_array_equal(idx, suite_data.balanced_subset(labels, 95, seed=0))
 
 
 def test_pareto_front():
