@@ -226,11 +226,17 @@ def test_embedded_sample():
 
 
 def test_datasets_module_needs_no_tensorflow_or_keras():
-    code = ("import importlib.util, sys; "
-            f"s = importlib.util.spec_from_file_location('d', {datasets.__file__!r}); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "print(sorted({'tensorflow', 'keras', 'tensorflow_datasets'} "
-            "& set(sys.modules)))")
+    # Empty parent packages: only the data modules' own imports run.
+    package = pathlib.Path(datasets.__file__).parents[1]
+    code = ("import sys, types\n"
+            "for name, path in (('mdnet_keras', {top!r}), "
+            "('mdnet_keras.data', {data!r})):\n"
+            "    m = types.ModuleType(name); m.__path__ = [path]\n"
+            "    sys.modules[name] = m\n"
+            "import mdnet_keras.data.datasets\n"
+            "print(sorted({{'tensorflow', 'keras', 'tensorflow_datasets'}} "
+            "& set(sys.modules)))").format(top=str(package),
+                                          data=str(package / "data"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -291,7 +297,8 @@ def test_cifar_offline_fails_fast_with_instructions(tmp_path, monkeypatch,
                    "data_dir=DIR", "cifar-100-python.tar.gz",
                    str(tmp_path / "keras" / "datasets" /
                        "cifar-100-python-target_archive"),
-                   "x_train, y_train, x_test, y_test", "'folder'"):
+                   "x_train, y_train, x_test, y_test", "--dataset=folder",
+                   "--download"):
         assert needle in message
     assert isinstance(info.value, FileNotFoundError)
     assert no_network == []

@@ -1,7 +1,8 @@
 """Data sets and the input pipeline of mdnet_keras.
 
-`datasets` needs only NumPy and Pillow; `pipeline` (imported on first use of
-`ImageBatches` or `pipeline_throughput`) needs Keras, under any backend.
+`datasets`, `folders` and `images` need only NumPy and Pillow; `pipeline`
+(imported on first use of `ImageBatches` or `pipeline_throughput`) needs
+Keras, under any backend.
 """
 
 from mdnet_keras.data.datasets import (
@@ -16,6 +17,8 @@ from mdnet_keras.data.datasets import (
     resize_images,
     to_channels,
 )
+from mdnet_keras.data.folders import STREAMING_MODES, stratified_split, take
+from mdnet_keras.data.images import ImageFiles
 
 
 def __getattr__(name):
