@@ -127,3 +127,32 @@ def test_neu_streamed_equals_in_memory():
     pick = [0, 500, 1439]
     np.testing.assert_array_equal(stream.x_train[pick], memory.x_train[pick])
     np.testing.assert_array_equal(stream.y_test, memory.y_test)
+
+
+def test_training_streams_a_folder_over_the_memory_budget(tmp_path,
+                                                       monkeypatch):
+    """`train` as it stands, fed `ImageFiles` because the budget is tiny."""
+    from mdnet_keras.data import folders
+    from mdnet_keras.training import run
+
+    write_folder(tmp_path / "data", per_class=8, size=(40, 36), classes="ab")
+    monkeypatch.setattr(folders, "default_memory_budget", lambda: 1)
+    seen = []
+    load = run.load_data
+    monkeypatch.setattr(run, "load_data",
+                        lambda config: seen.append(load(config)) or seen[-1])
+    tiny = {"stem_channels": 8, "stage_channels": [8, 8, 16, 16],
+            "stage_depths": [1, 1, 1, 1], "num_heads": [0, 0, 1, 1],
+            "head_channels": 16}
+    result = run.train(dataset="folder", data=str(tmp_path / "data"),
+                       image_size=32, model_config=tiny, epochs=1,
+                       batch_size=4, verbose=0, out=str(tmp_path / "run"))
+    assert seen[0].streamed
+    assert 0 <= result["metrics"]["top1"] <= 1
+    assert result["metrics"]["num_examples"] == len(seen[0].x_test) == 2
+
+
+def test_bad_validation_split_names_the_flag():
+    with pytest.raises(ValueError, match=r"--validation_split\) must be in "
+                                         r"\[0, 1\); got 1.5"):
+        stratified_split(np.zeros(4, int), 1.5, 0)

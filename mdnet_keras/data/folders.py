@@ -112,8 +112,8 @@ def stratified_split(labels, validation_split, seed):
         (train_indices, test_indices), sorted int64 arrays.
     """
     if not 0 <= validation_split < 1:
-        raise ValueError("validation_split must be in [0, 1); got "
-                         f"{validation_split}.")
+        raise ValueError("validation_split (--validation_split) must be in "
+                         f"[0, 1); got {validation_split}.")
     rng = np.random.default_rng(seed)
     train, test = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c in np.unique(labels):
