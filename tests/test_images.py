@@ -122,3 +122,12 @@ def test_image_files_name_a_file_that_breaks_after_listing(tmp_path):
     paths[1].write_bytes(b"gone bad")
     with pytest.raises(BadImageError, match=r"1\.png.*while streaming"):
         files[[0, 1]]
+
+
+def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)
+    for read in (load_image, read_image_size):
+        with pytest.raises(BadImageError, match="big.png"):
+            read(tmp_path / "big.png")
