@@ -131,3 +131,13 @@ def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch):
     for read in (load_image, read_image_size):
         with pytest.raises(BadImageError, match="big.png"):
             read(tmp_path / "big.png")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from mdnet_keras.data import datasets, images
+
+    for module in (images, datasets):
+        result = doctest.testmod(module, verbose=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
