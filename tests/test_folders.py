@@ -65,7 +65,7 @@ def test_auto_streams_above_the_memory_budget(tmp_path, caplog):
     assert load_dataset("folder", tmp_path, streaming="auto",
                         max_memory_bytes=6 * 20 * 16 * 3 - 1).streamed
     assert default_memory_budget() > 2**20
-    with pytest.raises(ValueError, match="streaming must be one of"):
+    with pytest.raises(ValueError, match="--streaming\) must be one of"):
         load_dataset("folder", tmp_path, streaming="yes")
 
 
@@ -156,3 +156,12 @@ def test_bad_validation_split_names_the_flag():
     with pytest.raises(ValueError, match=r"--validation_split\) must be in "
                                          r"\[0, 1\); got 1.5"):
         stratified_split(np.zeros(4, int), 1.5, 0)
+
+
+def test_auto_skips_a_bad_first_file_when_sizing(tmp_path):
+    write_folder(tmp_path, per_class=3)
+    (tmp_path / "a" / "0.png").write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        ds = load_dataset("folder", tmp_path, skip_bad_files=True,
+                          max_memory_bytes=1, validation_split=0.0)
+    assert ds.streamed and ds.image_shape == (16, 20, 3)

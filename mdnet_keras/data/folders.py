@@ -215,15 +215,28 @@ def _stream_split(root, paths, labels, class_names, image_size, channels,
     return ImageFiles(kept, size, channels), labels
 
 
-def _choose_streaming(streaming, num_files, first_file, image_size, channels,
+def _first_size(paths):
+    """(height, width) of the first file whose header reads, else (0, 0)."""
+    for path in paths:
+        try:
+            return read_image_size(path)
+        except BadImageError:
+            continue  # Reported (or skipped) when the split is read.
+    return 0, 0
+
+
+def _choose_streaming(streaming, paths, image_size, channels,
                       max_memory_bytes):
-    """Decides whether to stream; returns (bool, bytes in memory)."""
+    """Decides whether to stream `paths`.
+
+    Returns:
+        (stream, bytes the decoded images take, the budget in bytes).
+    """
     if streaming not in STREAMING_MODES:
-        raise ValueError(f"streaming must be one of {STREAMING_MODES}; got "
-                         f"{streaming!r}.")
-    height, width = (image_size_tuple(image_size)
-                     or read_image_size(first_file))
-    need = num_files * height * width * channels
+        raise ValueError(f"streaming (--streaming) must be one of "
+                         f"{STREAMING_MODES}; got {streaming!r}.")
+    height, width = image_size_tuple(image_size) or _first_size(paths)
+    need = len(paths) * height * width * channels
     budget = (default_memory_budget() if max_memory_bytes is None
               else max_memory_bytes)
     return (streaming == "always"
@@ -262,7 +275,6 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
         images as uint8 arrays or `ImageFiles`.
 
     Raises:
-        DatasetNotFoundError: `root` is not a folder.
         ValueError: an empty folder, fewer than two classes, a class folder
             without images, or images of different sizes without
             `image_size`.
@@ -279,13 +291,12 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
             f"needs at least 2: {train_dir}/<class>/*.jpg, one folder per "
             "class.")
     test = _list_split(test_dir, names)[:2] if test_dir is not None else None
-    num_files = len(paths) + (len(test[0]) if test else 0)
+    every_path = paths + (test[0] if test else [])
     stream, need, budget = _choose_streaming(
-        streaming, num_files, paths[0], image_size, channels,
-        max_memory_bytes)
+        streaming, every_path, image_size, channels, max_memory_bytes)
     if stream:
         logger.info("%s: streaming %d images from disk (%.2f GiB decoded; "
-                    "budget %.2f GiB).", root, num_files, need / 2**30,
+                    "budget %.2f GiB).", root, len(every_path), need / 2**30,
                     budget / 2**30)
     read = _stream_split if stream else _decode_split
     skipped = []
