@@ -74,9 +74,10 @@ def list_image_files(root):
                  if p.suffix.lower() in IMAGE_EXTENSIONS]
         hint = (f" It holds {len(loose)} images directly: move them into "
                 "one folder per class." if loose else "")
+        others = ", ".join(IMAGE_EXTENSIONS[1:])
         raise ValueError(f"No class folders in {root}: expected "
-                         f"{root}/<class>/*.jpg (or {', '.join(IMAGE_EXTENSIONS[1:])}), "
-                         f"one folder per class.{hint}")
+                         f"{root}/<class>/*.jpg (or {others}), one folder "
+                         f"per class.{hint}")
     files, ignored = [], []
     for name in classes:
         entries = sorted((root / name).iterdir())

@@ -206,7 +206,8 @@ class ImageFiles:
     >>> from PIL import Image
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> for i in range(3):
-    ...     Image.fromarray(np.full((9, 9), i, np.uint8)).save(folder / f"{i}.png")
+    ...     image = Image.fromarray(np.full((9, 9), i, np.uint8))
+    ...     image.save(folder / f"{i}.png")
     >>> files = ImageFiles(sorted(folder.glob("*.png")), (4, 4), 3)
     >>> files.shape, files[[2, 0]][:, 0, 0, 0].tolist()
     ((3, 4, 4, 3), [2, 0])
@@ -234,7 +235,7 @@ class ImageFiles:
         return len(self.paths)
 
     def take(self, indices):
-        """Returns the `ImageFiles` of `indices` (int array), decoding nothing."""
+        """Returns the `ImageFiles` at `indices` (ints); decodes nothing."""
         return ImageFiles([self.paths[i] for i in np.asarray(indices)],
                           self.image_size, self.channels)
 
