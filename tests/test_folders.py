@@ -165,3 +165,27 @@ def test_auto_skips_a_bad_first_file_when_sizing(tmp_path):
         ds = load_dataset("folder", tmp_path, skip_bad_files=True,
                           max_memory_bytes=1, validation_split=0.0)
     assert ds.streamed and ds.image_shape == (16, 20, 3)
+
+
+def test_evaluation_of_a_streamed_folder_matches_in_memory(tmp_path,
+                                                           monkeypatch):
+    """`evaluate_keras_model` as it stands, on `ImageFiles` and on arrays."""
+    from mdnet_keras import MDNet
+    from mdnet_keras.data import folders
+    from mdnet_keras.training import evaluation
+
+    write_folder(tmp_path / "data", per_class=5, size=(40, 36), classes="ab")
+    model = MDNet(input_shape=(32, 32, 3), num_classes=2,
+                  variant="mdnet_micro", stem_channels=8,
+                  stage_channels=(8, 8, 16, 16), stage_depths=(1, 1, 1, 1),
+                  head_channels=16)
+    model.save(tmp_path / "m.keras")
+    reports = []
+    for budget in (2**40, 1):
+        monkeypatch.setattr(folders, "default_memory_budget",
+                            lambda budget=budget: budget)
+        reports.append(evaluation.evaluate_keras_model(
+            tmp_path / "m.keras", "folder", data=str(tmp_path / "data"),
+            split="train", out=str(tmp_path / f"eval{budget}")))
+    assert reports[0]["num_examples"] == reports[1]["num_examples"] == 8
+    assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]

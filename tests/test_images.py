@@ -108,6 +108,8 @@ def test_image_files_index_like_the_decoded_array(tmp_path):
     mask = np.array([True, False, True, False, False])
     np.testing.assert_array_equal(files[mask], array[mask])
     np.testing.assert_array_equal(np.asarray(files), array)
+    assert files.astype("float32").dtype == np.float32
+    np.testing.assert_array_equal(files.astype(np.float32), array)
     subset = files.take([2, 0])
     assert isinstance(subset, ImageFiles)
     np.testing.assert_array_equal(subset[:], array[[2, 0]])

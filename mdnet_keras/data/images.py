@@ -191,8 +191,8 @@ class ImageFiles:
 
     `files[i]`, `files[2:5]` or `files[[4, 0, 7]]` decode those files (with
     `load_image`) and return uint8 arrays; nothing is kept in memory but the
-    paths. `shape`, `dtype`, `len` and `np.asarray(files)` (which decodes all)
-    work as for an array. `take(indices)` is a subset that decodes nothing.
+    paths. `shape`, `dtype`, `len`, `astype` and `np.asarray(files)` (these
+    two decode all) work as for an array. `take(indices)` is a subset that decodes nothing.
 
     Args:
         paths: sequence of str or paths, the image files.
@@ -253,8 +253,12 @@ class ImageFiles:
 
     def __array__(self, dtype=None, copy=None):
         del copy  # A new array is always made.
+        return self.astype(dtype or np.uint8)
+
+    def astype(self, dtype):
+        """Decodes every file, as `np.asarray(files).astype(dtype)` would."""
         array = self[:]
-        return array if dtype is None else array.astype(dtype)
+        return array if np.dtype(dtype) == np.uint8 else array.astype(dtype)
 
     def _load(self, path):
         try:
