@@ -189,3 +189,10 @@ def test_evaluation_of_a_streamed_folder_matches_in_memory(tmp_path,
             split="train", out=str(tmp_path / f"eval{budget}")))
     assert reports[0]["num_examples"] == reports[1]["num_examples"] == 8
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+
+
+def test_bad_channels_are_refused_before_reading(tmp_path):
+    write_folder(tmp_path, per_class=1)
+    for streaming in ("never", "always"):
+        with pytest.raises(ValueError, match=r"--channels\) must be 1 or 3"):
+            load_dataset("folder", tmp_path, channels=2, streaming=streaming)

@@ -143,3 +143,20 @@ def test_docstring_examples_run():
     for module in (images, datasets):
         result = doctest.testmod(module, verbose=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("size", [0, -3, (8, 0), (1, 2, 3), 2.5])
+def test_bad_image_size_names_the_flag(size):
+    from mdnet_keras.data.images import image_size_tuple
+
+    with pytest.raises(ValueError, match=r"image_size \(--image_size\) must "
+                                         "be a positive int"):
+        image_size_tuple(size)
+
+
+def test_image_size_forms():
+    from mdnet_keras.data.images import image_size_tuple
+
+    assert image_size_tuple(None) is None
+    assert image_size_tuple(np.int64(7)) == (7, 7)
+    assert image_size_tuple([6, 9]) == (6, 9)

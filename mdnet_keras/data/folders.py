@@ -281,6 +281,9 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
             `image_size`.
         BadImageError: an undecodable file, unless `skip_bad_files`.
     """
+    if channels not in (1, 3):
+        raise ValueError("channels (--channels) must be 1 or 3; got "
+                         f"{channels!r}.")
     root = pathlib.Path(root)
     test_dir = next((root / d for d in SPLIT_DIRS if (root / d).is_dir()),
                     None)

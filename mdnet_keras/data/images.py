@@ -38,10 +38,13 @@ def image_size_tuple(image_size):
     """Returns `image_size` (int or (height, width)) as a tuple, or None."""
     if image_size is None:
         return None
-    if np.ndim(image_size) == 0:
-        return int(image_size), int(image_size)
-    height, width = image_size
-    return int(height), int(width)
+    size = tuple(np.ravel(image_size).tolist())
+    size = size * 2 if len(size) == 1 else size
+    if (len(size) != 2 or not all(isinstance(v, (int, np.integer))
+                                  and v > 0 for v in size)):
+        raise ValueError("image_size (--image_size) must be a positive int or "
+                         f"(height, width); got {image_size!r}.")
+    return int(size[0]), int(size[1])
 
 
 def _pil_resize(image, size):
