@@ -25,7 +25,8 @@ the per-round ratios.
 
 Usage:
     python benchmarks/streaming.py --out=benchmarks/results/streaming
-    python benchmarks/streaming.py --sizes=2000,20000 --rounds=1
+    python benchmarks/streaming.py --sizes=2000,20000 --rounds=1 \
+        --work_dir=/tmp/streaming-folders   # kept, reused by a rerun
     # The harness on two tiny folders, in seconds (what the test runs):
     python benchmarks/streaming.py --quick --out=/tmp/streaming
 """
@@ -117,6 +118,29 @@ def link_subset(full, root, count):
         share = count // len(classes) + (j < count % len(classes))
         for name in sorted(os.listdir(os.path.join(full, c)))[:share]:
             os.link(os.path.join(full, c, name), os.path.join(root, c, name))
+
+
+def make_folders(work_dir, sizes, results):
+    """Writes (or, when there, reuses) one folder per size in `work_dir`.
+
+    Returns:
+        dict size -> folder; `results["write_s"]` is the writing time (None
+        when the largest folder was reused).
+    """
+    full = os.path.join(work_dir, f"files_{sizes[-1]}")
+    results["write_s"] = None
+    if not os.path.isdir(full):
+        print(f"Writing {sizes[-1]} files into {full}", flush=True)
+        partial = full + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        results["write_s"] = write_folder(NEU_TRAIN, partial, sizes[-1])
+        os.rename(partial, full)
+    folders = {sizes[-1]: full}
+    for n in sizes[:-1]:
+        folders[n] = os.path.join(work_dir, f"files_{n}")
+        if not os.path.isdir(folders[n]):
+            link_subset(full, folders[n], n)
+    return folders
 
 
 def measure(folder, mode, budget):
@@ -268,8 +292,8 @@ def markdown(results):
         f"{fmt(t['min_stream_vs_memory_fit'], '.2f', 'x')} (target >= 0.8x: "
         f"{met[t['fit_target_0_8x_met']]}).",
         "",
-        f"Folders written in {results['write_s']:.0f} s "
-        f"({results['summary'][-1]['files']:,} files).",
+        f"Folders written in {fmt(results['write_s'])} s "
+        f"({results['summary'][-1]['files']:,} files; - : reused).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -283,6 +307,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=os.path.join(
         "benchmarks", "results", "streaming"))
+    parser.add_argument("--work_dir", default=None,
+                        help="keep the folders here (outside the "
+                             "repository) and reuse them on a rerun")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -304,15 +331,9 @@ def main(argv=None):
                                     *(sys.argv[1:] if argv is None
                                       else argv)]),
                "machine": run.machine_info(), "budget": budget}
-    tmp = tempfile.mkdtemp(prefix="streaming-bench-")
+    tmp = args.work_dir or tempfile.mkdtemp(prefix="streaming-bench-")
     try:
-        full = os.path.join(tmp, f"files_{sizes[-1]}")
-        print(f"Writing {sizes[-1]} files into {full}", flush=True)
-        results["write_s"] = write_folder(NEU_TRAIN, full, sizes[-1])
-        folders = {sizes[-1]: full}
-        for n in sizes[:-1]:
-            folders[n] = os.path.join(tmp, f"files_{n}")
-            link_subset(full, folders[n], n)
+        folders = make_folders(tmp, sizes, results)
         rows = []
         for r in range(budget["rounds"]):
             for n in sizes:
@@ -322,7 +343,8 @@ def main(argv=None):
                     print(json.dumps(run.jsonable(row)), flush=True)
                     rows.append(row)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.work_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
     results["rows"] = rows
     results["summary"] = summarise(rows, sizes)
     results["targets"] = targets(results["summary"])
