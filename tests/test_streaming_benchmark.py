@@ -46,9 +46,12 @@ def test_summary_ratios_pair_rounds():
     rows = [dict(size=10, round=r, mode=m, peak_rss_mib=1.0,
                  rss_after_load_mib=1.0, load_s=1.0,
                  pipeline_images_per_s=100.0 if m == "memory" else 50.0,
-                 fit_images_per_s=(10.0 if m == "memory" else 9.0) * (r + 1))
+                 fit_images_per_s=(10.0 if m == "memory" else 9.0) * (r + 1),
+                 fit_cpu_ms_per_image=4.0 if m == "memory" else 5.0)
             for r in range(2) for m in streaming.MODES]
     (entry,) = streaming.summarise(rows, [10])
     assert entry["stream_vs_memory_fit_images_per_s"] == pytest.approx(0.9)
     assert entry["stream_vs_memory_pipeline_images_per_s"] == 0.5
-    assert streaming.targets([entry])["fit_target_0_8x_met"] is True
+    targets = streaming.targets([entry])
+    assert targets["fit_target_0_8x_met"] is True
+    assert targets["min_cpu_bound_stream_vs_memory_fit"] == pytest.approx(0.8)
