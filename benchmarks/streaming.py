@@ -282,7 +282,7 @@ def markdown(results):
         "| files | peak RSS in memory (MiB) | peak RSS streamed (MiB) | load s "
         "memory / stream | pipeline img/s memory / stream | fit img/s memory "
         "/ stream | fit stream / memory | fit CPU ms/img memory / stream "
-        "| CPU ratio memory / stream |",
+        "| CPU-bound rate stream / memory |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in results["summary"]:
