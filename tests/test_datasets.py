@@ -226,11 +226,17 @@ def test_embedded_sample():
 
 
 def test_datasets_module_needs_no_tensorflow_or_keras():
-    code = ("import importlib.util, sys; "
-            f"s = importlib.util.spec_from_file_location('d', {datasets.__file__!r}); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "print(sorted({'tensorflow', 'keras', 'tensorflow_datasets'} "
-            "& set(sys.modules)))")
+    # Empty parent packages: only the data modules' own imports run.
+    package = pathlib.Path(datasets.__file__).parents[1]
+    code = ("import sys, types\n"
+            "for name, path in (('mdnet_keras', {top!r}), "
+            "('mdnet_keras.data', {data!r})):\n"
+            "    m = types.ModuleType(name); m.__path__ = [path]\n"
+            "    sys.modules[name] = m\n"
+            "import mdnet_keras.data.datasets\n"
+            "print(sorted({{'tensorflow', 'keras', 'tensorflow_datasets'}} "
+            "& set(sys.modules)))").format(top=str(package),
+                                          data=str(package / "data"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -291,7 +297,8 @@ def test_cifar_offline_fails_fast_with_instructions(tmp_path, monkeypatch,
                    "data_dir=DIR", "cifar-100-python.tar.gz",
                    str(tmp_path / "keras" / "datasets" /
                        "cifar-100-python-target_archive"),
-                   "x_train, y_train, x_test, y_test", "'folder'"):
+                   "x_train, y_train, x_test, y_test", "--dataset=folder",
+                   "--download"):
         assert needle in message
     assert isinstance(info.value, FileNotFoundError)
     assert no_network == []
@@ -311,3 +318,147 @@ def test_keras_fallback_runs_when_archive_is_cached(tmp_path, monkeypatch,
     ds = load_dataset("cifar10", data_dir=str(tmp_path / "tfds"))
     assert ds.y_train.tolist() == [0, 9, 3, 3] and ds.class_names[9] == "truck"
     assert os.path.dirname(archive) == datasets.keras_cache_dir()
+
+
+# --- bad input that used to pass silently or with a traceback ---------------
+
+
+@pytest.mark.parametrize("labels", [np.array([1, 2, 3, 1, 2, 3]),
+                                    np.array([0, 2, 0, 2, 0, 2])])
+def test_npz_labels_with_an_empty_class_are_refused(tmp_path, labels):
+    path = write_npz(tmp_path / "d.npz", y_train=labels, y_test=labels[:3],
+                     label_names=None)
+    hint = "1-based: subtract 1" if labels.min() else "classes \\[1\\]"
+    with pytest.raises(ValueError, match=f"d.npz.*{hint}"):
+        load_dataset("npz", path)
+
+
+def test_npz_one_based_labels_with_names_name_file_key_and_range(tmp_path):
+    path = write_npz(tmp_path / "d.npz", y_train=np.array([1, 2, 3] * 2),
+                     y_test=np.array([3, 2, 1]))
+    with pytest.raises(ValueError, match=r"d\.npz: y_train has labels outside "
+                       r"\[0, 3\): \[3\] \(labels span \[1, 3\].*1-based"):
+        load_dataset("npz", path)
+
+
+def test_npz_label_outside_cifar10_classes(tmp_path):
+    path = write_npz(tmp_path / "c.npz", y_test=np.array([0, 10, 2]),
+                     label_names=None)
+    with pytest.raises(ValueError, match=r"c\.npz: y_test.*\[0, 10\): \[10\]"):
+        load_dataset("cifar10", path)
+
+
+def test_one_class_npz_is_refused(tmp_path):
+    path = write_npz(tmp_path / "one.npz", y_train=np.zeros(6, int),
+                     y_test=np.zeros(3, int), label_names=np.array(["ok"]))
+    with pytest.raises(ValueError, match="one.npz.*1 class.*at least 2"):
+        load_dataset("npz", path)
+
+
+def test_missing_npz_is_a_dataset_not_found_error_naming_the_flag(tmp_path):
+    for name in ("npz", "cifar10"):
+        with pytest.raises(DatasetNotFoundError,
+                           match=r"nope\.npz.*--data=PATH"):
+            load_dataset(name, tmp_path / "nope.npz")
+    with pytest.raises(DatasetNotFoundError, match="a folder.*--dataset=folder"):
+        load_dataset("npz", tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello, not numpy", "not a NumPy archive"),
+    (b"\x93NUMPY\x01\x00", "a single .npy array"),
+])
+def test_npz_that_is_not_an_archive(tmp_path, content, message):
+    (tmp_path / "d.npz").write_bytes(content)
+    with pytest.raises(ValueError, match=f"d.npz: {message}.*np.savez"):
+        load_dataset("npz", tmp_path / "d.npz")
+
+
+def test_truncated_npz_and_object_arrays(tmp_path):
+    data = write_npz(tmp_path / "d.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.npz: cannot read it as an .npz"):
+        load_dataset("npz", tmp_path / "cut.npz")
+    path = write_npz(tmp_path / "o.npz",
+                     label_names=np.array(["a", 1, None], dtype=object))
+    with pytest.raises(ValueError, match="o.npz: array 'label_names' holds "
+                                         "Python objects"):
+        load_dataset("npz", path)
+
+
+def test_npz_wrong_layouts_get_hints(tmp_path):
+    x = np.zeros((6, 8, 8, 3), np.uint8)
+    cases = {
+        "one_hot": ({"y_train": np.eye(3)[[0, 1, 2, 0, 1, 2]]},
+                    r"y_train must have shape.*\(6, 3\).*one-hot.*argmax"),
+        "nchw": ({"x_train": x.transpose(0, 3, 1, 2)},
+                 "x_train must have 1 or 3 channels.*channels-first"),
+        "rgba": ({"x_train": np.zeros((6, 8, 8, 4), np.uint8)},
+                 r"x_train.*4\).*alpha channel"),
+        "unit": ({"x_train": np.full((6, 8, 8, 3), 0.5)},
+                 r"x_train.*uint8.*float64.*\[0, 1\].*x \* 255"),
+        "empty": ({"x_train": x[:0], "y_train": np.zeros(0, int)},
+                  "x_train holds no images"),
+        "nan_labels": ({"y_test": np.array([0, np.nan, 1])},
+                       "y_test must hold integer class indices"),
+    }
+    for name, (arrays, message) in cases.items():
+        path = write_npz(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(ValueError, match=f"{name}.npz: {message}"):
+            load_dataset("npz", path)
+
+
+def test_npz_whole_number_float_labels_are_class_indices(tmp_path):
+    path = write_npz(tmp_path / "f.npz", y_test=np.array([2.0, 1.0, 0.0]))
+    assert load_dataset("npz", path).y_test.tolist() == [2, 1, 0]
+
+
+def test_streaming_always_is_for_folders(tmp_path):
+    with pytest.raises(ValueError, match="streaming='always' reads image "
+                                         "folders.*--streaming=auto"):
+        load_dataset("npz", write_npz(tmp_path / "d.npz"), streaming="always")
+
+
+def test_folder_of_16_bit_pngs_is_not_white(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint32) * 1040).astype(np.uint16)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(ramp.reshape(8, 8)).save(tmp_path / c / "0.png")
+    ds = load_dataset("folder", tmp_path, validation_split=0.0)
+    np.testing.assert_array_equal(ds.x_train[0, ..., 0].ravel(),
+                                  (np.arange(64) * 1040 * 255 + 32767)
+                                  // 65535)
+
+
+def test_one_class_folder_is_refused(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "only" / f"{i}.png")
+    with pytest.raises(ValueError, match="one class folder \\('only'\\).*"
+                                         "at least 2"):
+        load_dataset("folder", tmp_path)
+
+
+def test_folder_messages_name_the_flags(tmp_path):
+    make_split_folder(tmp_path)
+    with pytest.raises(ValueError, match="--image_size=N"):
+        load_dataset("folder", tmp_path)
+    (tmp_path / "train" / "bad" / "0.JPG").write_bytes(b"broken")
+    with pytest.raises(BadImageError, match="--skip_bad_files"):
+        load_dataset("folder", tmp_path, image_size=8)
+    with pytest.raises(DatasetNotFoundError, match="a file there.*"
+                                                   "--dataset=npz"):
+        load_dataset("folder", write_npz(tmp_path / "d.npz"))
+
+
+def test_images_without_class_folders_and_ignored_files(tmp_path, caplog):
+    write_image(tmp_path / "loose.png")
+    with pytest.raises(ValueError, match="1 images directly: move them"):
+        load_dataset("folder", tmp_path)
+    for c in ("a", "b"):
+        write_image(tmp_path / c / "0.png", value=ord(c))
+    (tmp_path / "a" / "scan.pdf").write_bytes(b"%PDF")
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        load_dataset("folder", tmp_path, validation_split=0.0)
+    assert "ignored 1 files that are not images" in caplog.text
+    assert "scan.pdf" in caplog.text and "DS_Store" not in caplog.text

@@ -187,3 +187,45 @@ def test_fit_one_epoch_on_image_batches(data):
     assert np.isfinite(history.history["loss"][0])
     # fit calls on_epoch_end once before its first epoch and once after it.
     assert batches.epoch == 2
+
+
+@pytest.fixture
+def files(data, tmp_path):
+    """The 50 images of `data` as PNG files, and their `ImageFiles`."""
+    from mdnet_keras.data import ImageFiles
+    from PIL import Image
+
+    x, _ = data
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    return ImageFiles(paths, (32, 32), 3)
+
+
+def test_streamed_files_give_the_in_memory_batches(data, files):
+    x, y = data
+    kwargs = dict(num_classes=5, batch_size=16, seed=4, mixup_alpha=0.2,
+                  randaugment=False)
+    memory, stream = ImageBatches(x, y, **kwargs), ImageBatches(files, y,
+                                                               **kwargs)
+    assert len(memory) == len(stream) == 4 and stream.crop_padding == 4
+    for _ in range(2):
+        for i in range(len(memory)):
+            for a, b in zip(memory[i], stream[i]):
+                np.testing.assert_array_equal(a, b)
+        memory.on_epoch_end()
+        stream.on_epoch_end()
+
+
+def test_fit_streams_files_in_worker_threads(data, files):
+    _, y = data
+    model = keras.Sequential([keras.Input((32, 32, 3)),
+                              keras.layers.Rescaling(1 / 255),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(5, activation="softmax")])
+    model.compile("adam", "categorical_crossentropy")
+    batches = ImageBatches(files, y, 5, batch_size=10, workers=2)
+    history = model.fit(batches, epochs=2, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert batches.epoch == 3  # fit's first reset plus two epochs.

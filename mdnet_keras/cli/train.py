@@ -40,6 +40,13 @@ _define(flags.DEFINE_integer, "image_size", None,
 _define(flags.DEFINE_integer, "channels", None,
         "1 (grey) or 3 (RGB): convert images to this many channels "
         "(default: the data's; folders are read as RGB).")
+_define(flags.DEFINE_enum, "streaming", "auto", ["auto", "always", "never"],
+        "Image folders: decode into memory (never), decode batch by batch "
+        "from disk in the input workers (always), or only when the decoded "
+        "images would exceed --max_memory_mb (auto).")
+_define(flags.DEFINE_float, "max_memory_mb", None,
+        "Budget of --streaming=auto in MiB (default: half of this machine's "
+        "memory).")
 # Model.
 _define(flags.DEFINE_string, "model", None,
         "MDNet variant: mdnet, mdnet_small or mdnet_micro (default: "

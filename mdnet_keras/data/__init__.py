@@ -1,7 +1,8 @@
 """Data sets and the input pipeline of mdnet_keras.
 
-`datasets` needs only NumPy and Pillow; `pipeline` (imported on first use of
-`ImageBatches` or `pipeline_throughput`) needs Keras, under any backend.
+`datasets`, `folders` and `images` need only NumPy and Pillow; `pipeline`
+(imported on first use of `ImageBatches` or `pipeline_throughput`) needs
+Keras, under any backend.
 """
 
 from mdnet_keras.data.datasets import (
@@ -14,9 +15,10 @@ from mdnet_keras.data.datasets import (
     load_image,
     make_dataset,
     resize_images,
-    stratified_split,
     to_channels,
 )
+from mdnet_keras.data.folders import STREAMING_MODES, stratified_split, take
+from mdnet_keras.data.images import ImageFiles
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""Image classification data sets as in-memory uint8 arrays.
+"""Image classification data sets as uint8 arrays (or streamed from disk).
 
 Every data set comes back as an `ImageDataset`: uint8 NHWC images and int64
 labels for a train and a test split, plus the class names. `load_dataset` is
@@ -11,17 +11,15 @@ the one entry point:
   fails at once with a `DatasetNotFoundError` that says how to provide it.
 - `"npz"`: a file with `x_train, y_train, x_test, y_test` (and optionally
   `label_names` or `class_names`).
-- `"folder"`: `root/<class>/*.jpg|jpeg|png|bmp`, or `root/train/<class>` with
+- `"folder"`: `root/<class>/*.jpg|png|...`, or `root/train/<class>` with
   `root/test/<class>` (or `root/val/<class>`); without a test folder a seeded,
-  stratified split holds out `validation_split` of each class.
+  stratified split holds out `validation_split` of each class. A folder too
+  large for memory is streamed: its images are `ImageFiles`, decoded batch by
+  batch (see `mdnet_keras.data.folders.load_folder`).
 
 Only NumPy and Pillow are imported here; TensorFlow Datasets and Keras are
 imported inside the CIFAR loaders, so the module works on a machine that has
-JAX but no TensorFlow.
-
-Every image read from disk goes through `load_image`, which resizes with
-Pillow's bilinear filter (`RESIZE_METHOD`). Training, evaluation, prediction
-and the on-device preprocessing should all resize the same way.
+JAX but no TensorFlow. Files are decoded by `mdnet_keras.data.images`.
 """
 
 import dataclasses
@@ -31,27 +29,32 @@ import os
 import pathlib
 import pickle
 import tempfile
-import warnings
+import zipfile
+import zlib
 
 import numpy as np
-from PIL import Image
+
+from mdnet_keras.data.folders import cli_option, load_folder
+from mdnet_keras.data.images import (  # noqa: F401  (the data set API)
+    IMAGE_EXTENSIONS,
+    RESIZE_METHOD,
+    BadImageError,
+    ImageFiles,
+    load_image,
+    resize_images,
+    to_channels,
+)
 
 from mdnet_keras.data import jpeg_npz
 
 logger = logging.getLogger(__name__)
 
 DATASET_NAMES = ("sample", "cifar10", "cifar100", "npz", "folder")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# Pillow's bilinear filter. When it shrinks an image it widens the triangle
-# filter by the scale factor (antialiased). Measured on a 200x200 NEU image:
-# `tf.image.resize(..., "bilinear", antialias=True)` agrees within 1 grey level
-# at 64, 224 and 300 pixels; `antialias=False` differs by up to 37 levels when
-# shrinking to 64. Other implementations must shrink with antialiasing too.
-RESIZE_METHOD = "bilinear"
 SAMPLE_FILE = "cifar10_sample.npz"
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
                        "frog", "horse", "ship", "truck")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Keras' `get_file` keeps the downloaded archive as `<name>_archive` in its
 # cache folder; the official archive names are in `_CIFAR_URLS`.
 _KERAS_ARCHIVES = {"cifar10": "cifar-10-batches-py-target",
@@ -60,25 +63,22 @@ _CIFAR_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
 }
-_SPLIT_DIRS = ("test", "val")
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A data set is not on this machine and cannot be downloaded."""
 
 
-class BadImageError(ValueError):
-    """An image file cannot be decoded (corrupt, truncated or not an image)."""
-
-
 @dataclasses.dataclass
 class ImageDataset:
-    """An image classification data set held in memory.
+    """An image classification data set, in memory or streamed.
 
     Args:
-        x_train: uint8 array (N, H, W, C), training images.
+        x_train: uint8 array (N, H, W, C), training images, or `ImageFiles`
+            (decoded when indexed) for a streamed folder.
         y_train: int64 array (N,), training labels in [0, num_classes).
-        x_test: uint8 array (M, H, W, C), test (or validation) images.
+        x_test: uint8 array (M, H, W, C) or `ImageFiles`, test (or
+            validation) images.
         y_test: int64 array (M,), test labels.
         class_names: tuple of str, the name of each class index.
         name: str, the data set's name (e.g. "cifar10" or a folder's name).
@@ -104,11 +104,17 @@ class ImageDataset:
         """tuple (H, W, C) of the images."""
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def streamed(self):
+        """bool, the images are `ImageFiles` read from disk batch by batch."""
+        return isinstance(self.x_train, ImageFiles)
+
 
 def load_dataset(name, data=None, image_size=None, channels=None,
                  data_dir=None, download=False, validation_split=0.1, seed=0,
-                 skip_bad_files=False):
-    """Loads an image classification data set into memory.
+                 skip_bad_files=False, streaming="auto",
+                 max_memory_bytes=None):
+    """Loads an image classification data set.
 
     Args:
         name: str, one of `DATASET_NAMES`: "sample", "cifar10", "cifar100",
@@ -131,6 +137,12 @@ def load_dataset(name, data=None, image_size=None, channels=None,
         skip_bad_files: bool, skip image files that cannot be decoded (with a
             warning and `ImageDataset.skipped_files`) instead of raising
             `BadImageError`.
+        streaming: str, for folders: "auto" (stream when the decoded images
+            would exceed `max_memory_bytes`), "always" or "never"; see
+            `mdnet_keras.data.folders.load_folder`. Arrays ("npz", CIFAR,
+            "sample") are always in memory.
+        max_memory_bytes: int, the budget of `streaming="auto"`. Defaults to
+            None: half of the machine's memory.
 
     Returns:
         An `ImageDataset`.
@@ -138,14 +150,30 @@ def load_dataset(name, data=None, image_size=None, channels=None,
     Raises:
         ValueError: an unknown `name`, or invalid data (the message says what).
         DatasetNotFoundError: the data set is not on this machine.
+
+    Example:
+
+    >>> ds = load_dataset("sample", image_size=16, channels=1)
+    >>> ds.x_train.shape, ds.num_classes
+    ((1000, 16, 16, 1), 10)
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"Unknown dataset {name!r}; choose one of "
                          f"{', '.join(DATASET_NAMES)}.")
+    if streaming == "always" and name != "folder":
+        raise ValueError(f"streaming='always' reads image folders; dataset "
+                         f"{name!r} is loaded into memory. Use "
+                         f"{cli_option('streaming', 'auto')} or 'never'.")
     if name == "folder":
-        dataset = load_folder(data, image_size, 3 if channels is None
-                              else channels, validation_split, seed,
-                              skip_bad_files)
+        if data is None or not os.path.isdir(data):
+            raise DatasetNotFoundError(_no_folder_message(data))
+        root = pathlib.Path(data)
+        *arrays, names, skipped = load_folder(
+            root, image_size, 3 if channels is None else channels,
+            validation_split, seed, skip_bad_files, streaming,
+            max_memory_bytes)
+        dataset = dataclasses.replace(
+            make_dataset(*arrays, names, root.name), skipped_files=skipped)
     elif name == "sample":
         dataset = load_sample()
     elif name == "npz" or data is not None:
@@ -153,6 +181,17 @@ def load_dataset(name, data=None, image_size=None, channels=None,
     else:
         dataset = load_cifar(name, data_dir=data_dir, download=download)
     return _adapt(dataset, image_size, channels)
+
+
+def _no_folder_message(data):
+    """Says what is at `data` instead of a folder, and what to pass."""
+    what = ("a file" if data is not None and os.path.isfile(data)
+            else "nothing")
+    hint = (" (an .npz goes with " + cli_option("dataset", "npz") + ")"
+            if str(data).endswith(".npz") else "")
+    return (f"No image folder at {data!r} ({what} there){hint}: pass "
+            f"{cli_option('data', 'PATH')} to a folder of class folders, "
+            "PATH/<class>/*.jpg.")
 
 
 def load_sample():
@@ -185,34 +224,71 @@ def load_npz(path, name=None):
         An `ImageDataset`.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: missing keys or invalid arrays.
+        DatasetNotFoundError: no such file.
+        ValueError: not an .npz, missing keys or invalid arrays; the message
+            names the file and the array.
     """
     if path is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"No .npz file at {path!r}: pass data=PATH to "
-                                "a file with x_train, y_train, x_test, "
-                                "y_test.")
-    with np.load(path, allow_pickle=False) as npz:
-        if jpeg_npz.is_jpeg_packed(npz.files):
-            arrays = jpeg_npz.decode_arrays(npz)
-        else:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test")
-                       if k not in npz.files]
+        what = ("a folder (use " + cli_option("dataset", "folder") + ")"
+                if path is not None and os.path.isdir(path) else "no file")
+        raise DatasetNotFoundError(
+            f"No .npz file at {os.fspath(path) if path else path!r} ({what}): "
+            f"pass {cli_option('data', 'PATH')} to a file with x_train, "
+            "y_train, x_test, y_test.")
+    arrays, names = _read_npz(path)
+    if names is None and name == "cifar10":
+        names = CIFAR10_CLASS_NAMES
+    try:
+        return make_dataset(**arrays, class_names=names,
+                            name=name or pathlib.Path(path).stem,
+                            num_classes=NUM_CLASSES.get(name))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def _read_npz(path):
+    """Reads the arrays of an `.npz`; returns (arrays dict, class names)."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:4] != b"PK\x03\x04":  # Every .npz is a zip archive.
+        what = ("a single .npy array" if magic == b"\x93NUMPY"
+                else "not a NumPy archive")
+        raise ValueError(f"{path}: {what}; save the data with "
+                         f"np.savez(PATH, {'=..., '.join(NPZ_KEYS)}=...).")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if jpeg_npz.is_jpeg_packed(npz.files):
+                return jpeg_npz.decode_arrays(npz), _read_names(npz, path)
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
                 raise ValueError(
                     f"{path}: missing arrays {missing}; it has "
-                    f"{sorted(npz.files)}. Give x_train, y_train, x_test, "
-                    "y_test, or JPEG bytes as train_jpeg / train_offsets / "
-                    "test_jpeg / test_offsets with the labels.")
-            arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test",
-                                          "y_test")}
-        names = next((npz[k] for k in ("label_names", "class_names")
-                      if k in npz.files), None)
-    if names is None and name == "cifar10":
-        names = CIFAR10_CLASS_NAMES
-    return make_dataset(**arrays, class_names=names,
-                        name=name or pathlib.Path(path).stem,
-                        num_classes=NUM_CLASSES.get(name))
+                    f"{sorted(npz.files)}. Give {', '.join(NPZ_KEYS)}, or "
+                    "JPEG bytes as train_jpeg / train_offsets / test_jpeg / "
+                    "test_offsets with the labels.")
+            arrays = {k: _read_array(npz, k, path) for k in NPZ_KEYS}
+            names = _read_names(npz, path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path}: cannot read it as an .npz archive "
+                         f"(truncated or corrupt): {error}") from error
+    return arrays, names
+
+
+def _read_names(npz, path):
+    """The `label_names` (or `class_names`) array of an `.npz`, or None."""
+    key = next((k for k in ("label_names", "class_names")
+                if k in npz.files), None)
+    return None if key is None else _read_array(npz, key, path)
+
+
+def _read_array(npz, key, path):
+    """Reads array `key`, naming it when it holds Python objects."""
+    try:
+        return npz[key]
+    except ValueError as error:
+        raise ValueError(f"{path}: array {key!r} holds Python objects, which "
+                         "are not loaded (allow_pickle=False): store numbers "
+                         "(or str for label_names).") from error
 
 
 def make_dataset(x_train, y_train, x_test, y_test, class_names=None,
@@ -220,42 +296,55 @@ def make_dataset(x_train, y_train, x_test, y_test, class_names=None,
     """Checks arrays and wraps them in an `ImageDataset`.
 
     Args:
-        x_train: array (N, H, W, C) or (N, H, W), images with values 0..255.
+        x_train: array (N, H, W, C) or (N, H, W), images with values 0..255,
+            or `ImageFiles`.
         y_train: int array (N,) or (N, 1), labels.
-        x_test: array (M, H, W, C) or (M, H, W).
+        x_test: array (M, H, W, C) or (M, H, W), or `ImageFiles`.
         y_test: int array (M,) or (M, 1).
         class_names: sequence of str, or None for "0", "1", ...
         name: str, the data set's name.
         num_classes: int, the class count labels must fit, or None to take it
-            from `class_names` (else the largest label + 1).
+            from `class_names` (else the largest label + 1, and then every
+            class from 0 up must have examples).
 
     Returns:
         An `ImageDataset` with uint8 images and int64 labels.
 
     Raises:
-        ValueError: wrong rank, dtype or channel count, image and label
-            counts that differ, train and test images of different shapes,
-            or labels outside [0, num_classes).
+        ValueError: wrong rank, dtype or channel count, no training images,
+            image and label counts that differ, train and test images of
+            different shapes, fewer than 2 classes, labels outside
+            [0, num_classes), or (without class names) classes that have
+            no examples, as 1-based labels leave class 0.
     """
     x_train = _check_images(x_train, "x_train")
     x_test = _check_images(x_test, "x_test")
-    if x_train.shape[1:] != x_test.shape[1:]:
+    if not len(x_train):
+        raise ValueError("x_train holds no images.")
+    if x_train.shape[1:] != x_test.shape[1:] and len(x_test):
         raise ValueError(f"x_train images are {x_train.shape[1:]} but x_test "
                          f"images are {x_test.shape[1:]}.")
     y_train = _check_labels(y_train, len(x_train), "y_train", "x_train")
     y_test = _check_labels(y_test, len(x_test), "y_test", "x_test")
+    declared = class_names is not None or num_classes is not None
     if class_names is not None:
         class_names = tuple(str(c) for c in np.asarray(class_names).ravel())
         num_classes = num_classes or len(class_names)
     if num_classes is None:
-        num_classes = int(max(y_train.max(initial=-1),
-                              y_test.max(initial=-1))) + 1
+        num_classes = int(max(y_train.max(), y_test.max(initial=-1))) + 1
     for key, labels in (("y_train", y_train), ("y_test", y_test)):
         bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])
         if bad.size:
-            raise ValueError(f"{key} has labels outside [0, {num_classes}): "
-                             f"{bad[:10].tolist()} (num_classes="
-                             f"{num_classes}).")
+            raise ValueError(
+                f"{key} has labels outside [0, {num_classes}): "
+                f"{bad[:10].tolist()} (labels span [{labels.min()}, "
+                f"{labels.max()}]; num_classes={num_classes}"
+                f"{_one_based_hint(y_train, y_test, num_classes)}).")
+    if not declared:
+        _check_no_empty_classes(y_train, y_test, num_classes)
+    if num_classes < 2:
+        raise ValueError(f"{name} has {num_classes} class; a classifier "
+                         "needs at least 2.")
     if class_names is None:
         class_names = tuple(str(i) for i in range(num_classes))
     if len(class_names) != num_classes:
@@ -264,8 +353,34 @@ def make_dataset(x_train, y_train, x_test, y_test, class_names=None,
     return ImageDataset(x_train, y_train, x_test, y_test, class_names, name)
 
 
+def _one_based_hint(y_train, y_test, num_classes):
+    """A hint for labels that run 1..num_classes: they must start at 0."""
+    labels = np.concatenate([y_train, y_test])
+    if labels.min() == 1 and labels.max() == num_classes:
+        return "; the labels look 1-based: subtract 1 so they run 0.." \
+               f"{num_classes - 1}"
+    return ""
+
+
+def _check_no_empty_classes(y_train, y_test, num_classes):
+    """Raises ValueError when a class index in [0, num_classes) is unused."""
+    empty = np.setdiff1d(np.arange(num_classes),
+                         np.concatenate([y_train, y_test]))
+    if not empty.size:
+        return
+    hint = ("; the labels look 1-based: subtract 1 so they start at 0"
+            if empty.tolist() == [0] else "")
+    raise ValueError(
+        f"Labels span [{min(y_train.min(), y_test.min(initial=num_classes))}"
+        f", {num_classes - 1}] but classes {empty[:10].tolist()} have no "
+        f"image in y_train or y_test{hint}. Labels must be 0..K-1 without "
+        "gaps, or give the class names (label_names) to declare K classes.")
+
+
 def _check_images(x, key):
     """Returns `x` as uint8 (N, H, W, C); raises ValueError if it cannot."""
+    if isinstance(x, ImageFiles):  # Decoded by load_image: uint8 already.
+        return x
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
@@ -274,15 +389,36 @@ def _check_images(x, key):
                          f"(N, H, W); got shape {x.shape}.")
     if x.shape[-1] not in (1, 3):
         raise ValueError(f"{key} must have 1 or 3 channels (last axis); got "
-                         f"shape {x.shape}.")
+                         f"shape {x.shape}"
+                         f"{_channels_first_hint(x)}.")
     if x.dtype == np.uint8:
         return x
     if (not np.issubdtype(x.dtype, np.integer) or x.size
             and (x.min() < 0 or x.max() > 255)):
         lo, hi = (x.min(), x.max()) if x.size else (None, None)
         raise ValueError(f"{key} must hold integers 0..255 (uint8); got "
-                         f"{x.dtype} with range [{lo}, {hi}].")
+                         f"{x.dtype} with range [{lo}, {hi}]"
+                         f"{_float_hint(x)}.")
     return x.astype(np.uint8)
+
+
+def _channels_first_hint(x):
+    """A hint for (N, C, H, W) arrays: channels must come last."""
+    if x.shape[1] in (1, 3):
+        return ("; it looks channels-first (N, C, H, W): use "
+                "x.transpose(0, 2, 3, 1)")
+    if x.shape[-1] == 4:
+        return "; drop the alpha channel: x[..., :3]"
+    return ""
+
+
+def _float_hint(x):
+    """A hint for float images scaled to [0, 1]."""
+    if (np.issubdtype(x.dtype, np.floating) and x.size
+            and np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        return "; for images scaled to [0, 1] store np.round(x * 255)" \
+               ".astype(np.uint8)"
+    return ""
 
 
 def _check_labels(y, count, key, images_key):
@@ -291,117 +427,25 @@ def _check_labels(y, count, key, images_key):
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
+        hint = (": these look one-hot, pass class indices y.argmax(1)"
+                if y.ndim == 2 and len(y) == count else "")
         raise ValueError(f"{key} must have shape (N,) or (N, 1); got "
-                         f"{y.shape}.")
+                         f"{y.shape}{hint}.")
     if len(y) != count:
         raise ValueError(f"{images_key} has {count} images but {key} has "
                          f"{len(y)} labels.")
+    if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+        return y.astype(np.int64)  # Whole-number floats: class indices.
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{key} must hold integer class indices; got "
                          f"{y.dtype}.")
     return y.astype(np.int64)
 
 
-def to_channels(x, channels):
-    """Converts uint8 images between greyscale and RGB.
-
-    Grey to RGB replicates the channel; RGB to grey uses Pillow's "L"
-    conversion (ITU-R 601-2 luma, the same integer arithmetic), so arrays and
-    files read with `load_image` convert alike.
-
-    Args:
-        x: uint8 array (..., H, W, C) with C 1 or 3.
-        channels: int, 1 or 3, or None to leave `x` as it is.
-
-    Returns:
-        uint8 array (..., H, W, channels); `x` itself when nothing changes.
-
-    Raises:
-        ValueError: `channels` or the channel count of `x` is not 1 or 3.
-    """
-    have = x.shape[-1]
-    if channels is None or have == channels:
-        return x
-    if channels not in (1, 3) or have not in (1, 3):
-        raise ValueError(f"Cannot convert images with {have} channels to "
-                         f"{channels}; 1 (grey) and 3 (RGB) are supported.")
-    if channels == 3:
-        return np.repeat(x, 3, axis=-1)
-    weights = np.array([19595, 38470, 7471], np.uint32)
-    luma = (x.astype(np.uint32) @ weights + 0x8000) >> 16
-    return luma.astype(np.uint8)[..., None]
-
-
-def _size(image_size):
-    """Returns `image_size` as (height, width), or None."""
-    if image_size is None:
-        return None
-    if np.ndim(image_size) == 0:
-        return int(image_size), int(image_size)
-    height, width = image_size
-    return int(height), int(width)
-
-
-def _pil_resize(image, size):
-    """Resizes a PIL image to (height, width) `size` with RESIZE_METHOD."""
-    if size is None or image.size == (size[1], size[0]):
-        return image
-    return image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-
-
-def load_image(path, image_size=None, channels=3):
-    """Reads one image file as the model sees it.
-
-    The one place where files are decoded and resized: Pillow decodes the
-    file, converts it to RGB (`channels=3`, greyscale replicated) or to
-    greyscale "L" (`channels=1`), and resizes it with `RESIZE_METHOD`.
-
-    Args:
-        path: str or path of a JPEG, PNG or BMP file (any size).
-        image_size: int or (height, width), or None to keep the size.
-        channels: int, 1 or 3.
-
-    Returns:
-        uint8 array (height, width, channels).
-
-    Raises:
-        BadImageError: the file cannot be decoded (corrupt or truncated).
-        ValueError: `channels` is not 1 or 3.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3; got {channels!r}.")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = image.convert("RGB" if channels == 3 else "L")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadImageError(f"Cannot decode image {path}: {error}") from error
-    array = np.asarray(_pil_resize(image, _size(image_size)), np.uint8)
-    return array.reshape(array.shape[:2] + (channels,))
-
-
-def resize_images(x, image_size):
-    """Resizes uint8 images (N, H, W, C) as `load_image` does.
-
-    Args:
-        x: uint8 array (N, H, W, C) with C 1 or 3.
-        image_size: int or (height, width).
-
-    Returns:
-        uint8 array (N, height, width, C); `x` itself if already that size.
-    """
-    size = _size(image_size)
-    if size is None or x.shape[1:3] == size:
-        return x
-    out = np.empty((len(x),) + size + (x.shape[-1],), np.uint8)
-    for i, image in enumerate(x):
-        pil = Image.fromarray(image[..., 0] if x.shape[-1] == 1 else image)
-        out[i] = np.asarray(_pil_resize(pil, size)).reshape(out.shape[1:])
-    return out
-
-
 def _adapt(dataset, image_size, channels):
     """Resizes and converts the channels of a data set's images."""
+    if dataset.streamed:  # load_image resizes and converts each file.
+        return dataset
     have = dataset.x_train.shape[-1]
     if channels is not None and have != channels:
         logger.warning("%s: converting %d-channel images to %d channels.",
@@ -409,153 +453,6 @@ def _adapt(dataset, image_size, channels):
     x_train, x_test = (resize_images(to_channels(x, channels), image_size)
                        for x in (dataset.x_train, dataset.x_test))
     return dataclasses.replace(dataset, x_train=x_train, x_test=x_test)
-
-
-def list_image_files(root):
-    """Finds the classes and image files of a folder in `root/<class>/` form.
-
-    Args:
-        root: str or path of the folder.
-
-    Returns:
-        (class_names, files): sorted class folder names and, for each, the
-        sorted list of its image paths.
-
-    Raises:
-        ValueError: no class folders, or a class folder without images.
-    """
-    root = pathlib.Path(root)
-    classes = sorted(p.name for p in root.iterdir()
-                     if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ValueError(f"No class folders in {root}: expected "
-                         f"{root}/<class>/*.jpg (or .jpeg, .png, .bmp), one "
-                         "folder per class.")
-    files = [sorted(p for p in (root / c).iterdir()
-                    if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-             for c in classes]
-    for name, paths in zip(classes, files):
-        if not paths:
-            raise ValueError(f"Class folder {root / name} has no images "
-                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or "
-                             "remove the folder.")
-    return classes, files
-
-
-def _read_images(paths, image_size, channels, skip_bad_files, skipped):
-    """Reads image files with `load_image`; appends bad paths to `skipped`."""
-    images = []
-    for path in paths:
-        try:
-            images.append(load_image(path, image_size, channels))
-        except BadImageError as error:
-            if not skip_bad_files:
-                raise BadImageError(f"{error} (pass skip_bad_files=True to "
-                                    "skip unreadable files).") from error
-            skipped.append(str(path))
-    return images
-
-
-def _read_split(root, class_names, image_size, channels, skip_bad_files,
-                skipped):
-    """Reads `root/<class>/*` into (images, labels, class_names)."""
-    found, files = list_image_files(root)
-    class_names = class_names or found
-    unknown = sorted(set(found) - set(class_names))
-    if unknown:
-        raise ValueError(f"{root} has class folders {unknown} that the "
-                         f"training folder lacks (classes: {class_names}).")
-    images, labels = [], []
-    for name, paths in zip(found, files):
-        read = _read_images(paths, image_size, channels, skip_bad_files,
-                               skipped)
-        if not read:
-            raise ValueError(f"Class folder {root / name} has no readable "
-                             "images.")
-        images += read
-        labels += [class_names.index(name)] * len(read)
-    shapes = sorted({image.shape for image in images})
-    if len(shapes) > 1:
-        raise ValueError(f"Images in {root} have different sizes "
-                         f"{shapes[:4]}; pass image_size to resize them.")
-    return np.stack(images), np.asarray(labels, np.int64), class_names
-
-
-def stratified_split(labels, validation_split, seed):
-    """Splits indices so each class keeps the same held-out share.
-
-    Args:
-        labels: int array (N,).
-        validation_split: float in [0, 1), share of each class held out
-            (rounded, at least one image of a class with two or more).
-        seed: int, seed of the shuffle.
-
-    Returns:
-        (train_indices, test_indices), sorted int64 arrays.
-    """
-    if not 0 <= validation_split < 1:
-        raise ValueError("validation_split must be in [0, 1); got "
-                         f"{validation_split}.")
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = int(round(len(idx) * validation_split))
-        n = max(n, 1) if validation_split > 0 and len(idx) > 1 else n
-        test.append(idx[:n])
-        train.append(idx[n:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-def load_folder(root, image_size=None, channels=3, validation_split=0.1,
-                seed=0, skip_bad_files=False):
-    """Loads an image folder, one sub-folder per class.
-
-    Layouts: `root/train/<class>/` with `root/test/<class>/` (or `val/`), or
-    `root/<class>/` (or `root/train/<class>/` alone), split with
-    `stratified_split`. Class indices follow the sorted folder names.
-
-    Args:
-        root: str or path of the folder.
-        image_size: int or (height, width); None keeps the files' size,
-            which must then be the same for all.
-        channels: int, 1 or 3.
-        validation_split: float, held-out share when there is no test folder.
-        seed: int, seed of that split.
-        skip_bad_files: bool, skip undecodable files (warns, and lists them
-            in `ImageDataset.skipped_files`) instead of raising.
-
-    Returns:
-        An `ImageDataset` named after the folder.
-
-    Raises:
-        DatasetNotFoundError: `root` is not a folder.
-        ValueError: an empty folder, a class folder without images, or
-            images of different sizes without `image_size`.
-        BadImageError: an undecodable file, unless `skip_bad_files`.
-    """
-    if root is None or not os.path.isdir(root):
-        raise DatasetNotFoundError(f"No image folder at {root!r}: pass "
-                                   "data=PATH to a folder of class folders.")
-    root = pathlib.Path(root)
-    test_dir = next((root / d for d in _SPLIT_DIRS if (root / d).is_dir()),
-                    None)
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    skipped = []
-    args = (image_size, channels, skip_bad_files, skipped)
-    x, y, names = _read_split(train_dir, None, *args)
-    if test_dir is not None:
-        x_test, y_test, _ = _read_split(test_dir, names, *args)
-        x_train, y_train = x, y
-    else:
-        train, test = stratified_split(y, validation_split, seed)
-        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
-    if skipped:
-        warnings.warn(f"Skipped {len(skipped)} unreadable image files in "
-                      f"{root}: {', '.join(skipped[:5])}"
-                      f"{' ...' if len(skipped) > 5 else ''}", stacklevel=2)
-    dataset = make_dataset(x_train, y_train, x_test, y_test, names, root.name)
-    return dataclasses.replace(dataset, skipped_files=tuple(skipped))
 
 
 def load_cifar(name, data_dir=None, download=False):
@@ -669,12 +566,14 @@ def _not_found_message(name, data_dir, failures):
         "Provide it in one of these ways:\n"
         f"  1. A prepared TensorFlow Datasets folder: where there is internet"
         f", run `tfds.load('{name}', data_dir=DIR, download=True)`, copy DIR"
-        f" here and pass data_dir=DIR (looked in {tfds_dir}).\n"
+        f" here and pass {cli_option('data_dir', 'DIR')} (looked in "
+        f"{tfds_dir}).\n"
         f"  2. The original archive for Keras' loader: save "
         f"{_CIFAR_URLS[name]} as {keras_archive_path(name)}.\n"
         "  3. An .npz with x_train, y_train, x_test, y_test (uint8 NHWC "
-        f"images, integer labels): pass data=PATH.npz (with {name!r} or "
-        "'npz').\n"
+        f"images, integer labels): pass {cli_option('data', 'PATH.npz')} "
+        f"(with dataset {name!r} or 'npz').\n"
         "  4. An image folder, ROOT/<class>/*.png or ROOT/train|test/<class>/"
-        ": use dataset 'folder' with data=ROOT.\n"
-        "  Or pass download=True on a machine with internet.")
+        f": pass {cli_option('dataset', 'folder')} and "
+        f"{cli_option('data', 'ROOT')}.\n"
+        f"  Or pass {cli_option('download')} on a machine with internet.")

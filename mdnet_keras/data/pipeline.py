@@ -1,8 +1,12 @@
-"""The input pipeline: batches of in-memory images for every Keras backend.
+"""The input pipeline: batches of images for every Keras backend.
 
 `ImageBatches` is a `keras.utils.PyDataset`, so `model.fit` takes it under
 TensorFlow, JAX and PyTorch alike (a GPU machine with JAX and no TensorFlow
-trains from it). Augmentation is vectorised NumPy on the uint8 batch: a
+trains from it). Its images are a uint8 array in memory, or `ImageFiles`
+(a streamed folder): then each batch's files are decoded and resized where
+the batch is made, in the `PyDataset` workers (threads: Pillow releases the
+GIL while it decodes; or processes), and memory holds only the paths and
+the queued batches. Augmentation is vectorised NumPy on the uint8 batch: a
 random crop from a zero-padded image and a horizontal flip (one gather), and,
 when asked, MixUp and CutMix on one-hot labels; `keras.layers.RandAugment`
 runs on the batch only when `randaugment=True`.
@@ -27,12 +31,16 @@ import time
 import keras
 import numpy as np
 
+from mdnet_keras.data.images import ImageFiles
+
 
 class ImageBatches(keras.utils.PyDataset):
     """Batches of uint8 images as float32 0..255 with one-hot labels.
 
     Args:
-        x: uint8 array (N, H, W, C), the images.
+        x: uint8 array (N, H, W, C), the images, or `ImageFiles` (decoded
+            batch by batch; use `workers` >= 2 so decoding overlaps
+            training).
         y: int array (N,), the labels, or None to yield images only.
         num_classes: int, length of the one-hot labels.
         batch_size: int, images per batch. Defaults to 128.
@@ -155,8 +163,10 @@ class ImageBatches(keras.utils.PyDataset):
 
 def _check_inputs(x, y, num_classes, batch_size):
     """Raises ValueError for arrays or arguments `ImageBatches` cannot use."""
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError("x must be a uint8 NumPy array (N, H, W, C); got "
+    if not (isinstance(x, ImageFiles) or isinstance(x, np.ndarray)
+            and x.dtype == np.uint8 and x.ndim == 4):
+        raise ValueError("x must be a uint8 NumPy array (N, H, W, C) or "
+                         "ImageFiles; got "
                          f"{type(x).__name__} {getattr(x, 'dtype', '')} "
                          f"{getattr(x, 'shape', '')}.")
     if batch_size < 1 or len(x) == 0:

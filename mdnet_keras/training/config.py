@@ -67,6 +67,8 @@ class TrainConfig:
     channels: int = None
     validation_split: float = 0.1
     skip_bad_files: bool = False
+    streaming: str = "auto"
+    max_memory_mb: float = None
     # Model.
     model: str = None
     model_config: dict = None

@@ -102,7 +102,14 @@ def load_data(config):
         validation_split=config.validation_split,
         seed=config.seed,
         skip_bad_files=config.skip_bad_files,
+        streaming=config.streaming,
+        max_memory_bytes=(None if config.max_memory_mb is None
+                          else int(config.max_memory_mb * 2**20)),
     )
+    if getattr(dataset, "streamed", False):
+        print(f"{dataset.name}: streamed from disk (decoded in the input "
+              "workers), as its decoded images exceed the memory budget "
+              "(--streaming, --max_memory_mb).")
     if dataset.skipped_files:
         print(f"Skipped {len(dataset.skipped_files)} unreadable image files.")
     return dataset
@@ -125,6 +132,7 @@ def selection_split(dataset, validation_split, seed):
         ValueError: a class with too few training images to hold any out.
     """
     from mdnet_keras.data import stratified_split
+    from mdnet_keras.data import take
 
     if not validation_split:
         logger.warning("--validation_split=0: the test split validates and "
@@ -140,8 +148,8 @@ def selection_split(dataset, validation_split, seed):
         raise ValueError(
             f"--validation_split={validation_split} leaves no training image "
             f"of class(es) {names}: add images or lower --validation_split.")
-    return (dataset.x_train[fit], dataset.y_train[fit], dataset.x_train[val],
-            dataset.y_train[val],
+    return (take(dataset.x_train, fit), dataset.y_train[fit],
+            take(dataset.x_train, val), dataset.y_train[val],
             f"{validation_split:g} of each class of the training images")
 
 
@@ -159,9 +167,13 @@ def make_batches(config, dataset, num_replicas, jit_compile=False):
 
     x_fit, y_fit, x_val, y_val, source = selection_split(
         dataset, config.validation_split, config.seed)
+    # Keras prefetches only with 2 or more workers: a streamed folder's
+    # decoding would otherwise add to every step.
+    workers = (max(config.workers, 2) if getattr(dataset, "streamed", False)
+               else config.workers)
     common = dict(num_classes=dataset.num_classes,
                   batch_size=config.batch_size, seed=config.seed,
-                  workers=config.workers)
+                  workers=workers)
     train_data = ImageBatches(
         x_fit, y_fit, shuffle=True, augment=True,
         crop_padding=config.crop_padding, flip=config.flip,
