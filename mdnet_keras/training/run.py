@@ -106,7 +106,7 @@ def load_data(config):
         max_memory_bytes=(None if config.max_memory_mb is None
                           else int(config.max_memory_mb * 2**20)),
     )
-    if getattr(dataset, "streamed", False):
+    if dataset.streamed:
         print(f"{dataset.name}: streamed from disk (decoded in the input "
               "workers), as its decoded images exceed the memory budget "
               "(--streaming, --max_memory_mb).")
@@ -169,7 +169,7 @@ def make_batches(config, dataset, num_replicas, jit_compile=False):
         dataset, config.validation_split, config.seed)
     # Keras prefetches only with 2 or more workers: a streamed folder's
     # decoding would otherwise add to every step.
-    workers = (max(config.workers, 2) if getattr(dataset, "streamed", False)
+    workers = (max(config.workers, 2) if dataset.streamed
                else config.workers)
     common = dict(num_classes=dataset.num_classes,
                   batch_size=config.batch_size, seed=config.seed,
