@@ -128,7 +128,8 @@ def run_convert(model_path, mode, dataset, data, out=None, num_calibration=200,
         from mdnet_keras.export import micro
 
         n = min(100, len(x_eval))
-        mr = micro.export_micro(out, micro_out, images=x_eval[:n], labels=y_eval[:n],
+        mr = micro.export_micro(out, micro_out, images=x_eval[:n],
+                                golden_images=x_eval, golden_labels=y_eval,
                                 class_names=ds.class_names, flash_kb=flash_kb,
                                 ram_kb=ram_kb, arena_margin=arena_margin)
         report["micro"] = mr

@@ -592,36 +592,48 @@ def micro_report(tflite_bytes, images, flash_kb=None, ram_kb=None,
 
 
 def golden_set(tflite_bytes, images, labels=None, arena_size=None,
-               max_images=DEFAULT_NUM_GOLDEN):
+               max_images=DEFAULT_NUM_GOLDEN, candidates_per_class=8):
     """Golden images for the app's test and the outputs Python gives them.
 
-    Runs `images` (as uint8 pixels) in the Python TFLM interpreter, picks one
-    per class with `select_golden` and returns `(pixels, expected, labels)`
-    for `write_golden_images`.
+    Runs candidate images (the first `candidates_per_class` of each class
+    when `labels` are given, else all) as uint8 pixels in the Python TFLM
+    interpreter, picks one per class with `select_golden` and returns
+    `(pixels, expected, labels)` for `write_golden_images`.
     """
     pixels = golden_pixels(images)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        keep = np.sort(np.concatenate([
+            np.flatnonzero(labels == c)[:candidates_per_class]
+            for c in np.unique(labels)]))
+        pixels, labels = pixels[keep], labels[keep]
     raw = MicroRunner(tflite_bytes, arena_size).run_raw(pixels)
     picked = select_golden(raw, labels, max_images)
-    classes = raw.argmax(-1) if labels is None else np.asarray(labels).reshape(-1)
+    classes = raw.argmax(-1) if labels is None else labels
     return pixels[picked], raw[picked], classes[picked]
 
 
 def export_micro(tflite_path, out_dir, images=None, class_names=None,
                  flash_kb=None, ram_kb=None, arena_margin=0,
-                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, labels=None,
-                 num_golden=DEFAULT_NUM_GOLDEN):
-    """The whole micro path for a `.tflite` file: report + C array + template
-    + golden images (from `images`, one per class of `labels`)."""
+                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, golden_images=None,
+                 golden_labels=None, num_golden=DEFAULT_NUM_GOLDEN):
+    """The whole micro path for a `.tflite` file: report (on `images`), C
+    array, template, and golden images taken from `golden_images` (default:
+    `images`), one per class of `golden_labels` (default: of the class
+    Python predicts)."""
     with open(tflite_path, "rb") as f:
         data = f.read()
-    if images is None or not len(images):
+    if golden_images is None:
+        golden_images = images
+    if golden_images is None or not len(golden_images):
         raise ValueError("export_micro needs test images: the app's test "
                          "checks the firmware on golden images taken from them.")
     if class_names is None:
         found = tfl.find_labels_file(tflite_path)
         class_names = tfl.read_labels(found) if found else None
     report = micro_report(data, images, flash_kb, ram_kb, lsb_tolerance)
-    golden = golden_set(data, images, labels, report["arena_bytes"], num_golden)
+    golden = golden_set(data, golden_images, golden_labels, report["arena_bytes"],
+                        num_golden)
     report["golden"] = {"num_images": len(golden[0]),
                         "labels": [int(v) for v in golden[2]],
                         "python_top": [int(v) for v in golden[1].argmax(-1)]}
