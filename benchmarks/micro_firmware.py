@@ -194,8 +194,13 @@ def measure(budget, tflm_dir):
         if plugin is None:
             results["instructions"] = "not counted: no tools/qemu_insn_plugin in the tree"
         for name in budget["models"]:
-            results["models"][name] = measure_model(
-                name, ds, budget, tflm_dir, plugin, work_dir, clock)
+            try:
+                results["models"][name] = measure_model(
+                    name, ds, budget, tflm_dir, plugin, work_dir, clock)
+            except (micro_build.FirmwareError, RuntimeError) as e:
+                # Reported in the results (e.g. a model that does not fit).
+                clock.log(f"{name}: failed: {e}")
+                results.setdefault("failed", {})[name] = str(e)[-1500:]
     results["target_check"] = check_targets(results)
     return results
 
@@ -260,6 +265,8 @@ def markdown(results, command):
                 f"{b['same_winner_images']} of {row['golden_images']} | "
                 f"{b['max_diff_steps']} | "
                 f"{'-' if insns is None else f'{insns / 1e6:.1f}'} |")
+    for name, error in results.get("failed", {}).items():
+        lines.append(f"| {name} | failed: {error.splitlines()[0][:200]} |")
     lines.append("")
     for name, row in results["models"].items():
         b = row["builds"]

@@ -115,7 +115,7 @@ def test_resolver_method_names():
 
 
 def test_committed_template_matches_mdnet_micro():
-    """tflite/micro/ is committed rendered for mdnet_micro: its resolver must
+    """The template is committed rendered for mdnet_micro: its resolver must
     list that model's ops (regenerate it with --micro_out when they change)."""
     from mdnet_keras.export import micro
 
@@ -123,3 +123,32 @@ def test_committed_template_matches_mdnet_micro():
     ops = micro.model_ops(converted("mdnet", "int8", max_depthwise_taps=None))
     assert sorted(parsed["ops"]) == sorted(micro.resolver_method(op) for op in ops)
     assert parsed["arena"] <= 256 * 1024
+
+
+def test_template_ships_in_the_wheel(tmp_path):
+    """The app template is package data: a wheel holds every file that
+    render_template reads (it once lived outside the package, so that
+    `--micro_out` only worked from a source checkout)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from mdnet_keras.export import micro
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert os.path.dirname(micro.TEMPLATE_DIR) == os.path.dirname(micro.__file__)
+    # Built from a copy, so that setuptools' build/ stays out of the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(root, "mdnet_keras"), src / "mdnet_keras",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(root, name), src)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("mdnet_keras-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in micro.TEMPLATE_FILES:
+        assert f"mdnet_keras/export/micro_template/{f}" in names, f
