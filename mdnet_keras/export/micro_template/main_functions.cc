@@ -34,12 +34,14 @@ bool setup() {
       model, resolver, tensor_arena, kTensorArenaSize);
   interpreter = &static_interpreter;
   if (interpreter->AllocateTensors() != kTfLiteOk) {
+    // Two lines: MicroPrintf truncates long ones.
     MicroPrintf(
-        "AllocateTensors() failed: the tensor arena (kTensorArenaSize = %d "
-        "bytes: %d measured on the host + %d margin) is too small for this "
-        "model on this target. Convert again with a larger --arena_margin "
-        "(TFLite Micro's message above says how many bytes are missing).",
+        "AllocateTensors() failed: kTensorArenaSize = %d bytes (%d measured "
+        "on the host + %d margin) is too small on this target.",
         kTensorArenaSize, kMeasuredTensorArenaSize, kTensorArenaMargin);
+    MicroPrintf(
+        "Convert again with a larger --arena_margin (the line above says how "
+        "many bytes are missing).");
     return false;
   }
   input = interpreter->input(0);
