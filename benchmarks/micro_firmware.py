@@ -16,8 +16,8 @@ Measured per build:
 - golden images: the largest difference from the Python interpreter's
   outputs, in int8 steps, and whether the winning class is the same;
 - instructions per inference: executed by the emulated Cortex-M4, counted by
-  the QEMU plugin of the TFLite Micro tree (`tools/qemu_insn_plugin`), as the
-  difference between a run with one golden image and a run with two.
+  the QEMU plugin of the TFLite Micro tree (`tools/qemu_insn_plugin`): a run
+  over all golden images minus a run over one, per extra image.
   Instructions are not cycles: QEMU models no pipeline, wait states or
   memory latency, so this is a latency proxy that ranks builds, not a time.
 
@@ -113,21 +113,19 @@ def insn_plugin(tflm_dir, work_dir):
     return plugin
 
 
-def instructions_per_inference(app, tflm_dir, config, plugin):
-    """Instructions of one inference: a run with two golden images minus a
-    run with one (setup and the first image cancel out)."""
+def instructions_per_inference(app, tflm_dir, config, plugin, all_runs, num_images):
+    """Instructions of one inference: the run over all `num_images` golden
+    images (`all_runs`, counted) minus a run over one, per extra image
+    (setup and the first image cancel out)."""
     from mdnet_keras.export import micro_build
 
-    counts = {}
-    for runs in (1, 2):
-        r = micro_build.run(app, tflm_dir, config, build_dir=f"build_insns{runs}",
-                            app_cxxflags=f"-DMDNET_GOLDEN_RUNS={runs}",
-                            qemu_extra=f"-plugin {plugin}")
-        if "insns" not in r:
-            raise RuntimeError(f"{config}: the plugin printed no count:\n"
-                               + r["text"][-800:])
-        counts[runs] = r["insns"]
-    return counts[2] - counts[1]
+    one = micro_build.run(app, tflm_dir, config, build_dir="build_one_image",
+                          app_cxxflags="-DMDNET_GOLDEN_RUNS=1",
+                          qemu_extra=f"-plugin {plugin}")
+    if "insns" not in one or "insns" not in all_runs:
+        raise RuntimeError(f"{config}: the plugin printed no count:\n"
+                           + one["text"][-800:])
+    return (all_runs["insns"] - one["insns"]) // (num_images - 1)
 
 
 def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
@@ -157,7 +155,9 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     expected = golden[1].astype(np.int32)
     for config in micro_build.CONFIGS:
         clock.log(f"{name}: {config} build and golden run")
-        r = micro_build.run(app, tflm_dir, config)
+        count = config in CORTEX_M and plugin and len(golden[0]) > 1
+        r = micro_build.run(app, tflm_dir, config,
+                            qemu_extra=f"-plugin {plugin}" if count else "")
         diff = np.abs(r["outputs"] - expected)
         build = {"passed": r["passed"], "max_diff_steps": int(diff.max()),
                  "bit_exact_images": int((diff.max(-1) == 0).sum()),
@@ -168,10 +168,10 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
         if config in CORTEX_M:
             build["sections"] = micro_build.section_sizes(
                 micro_build.binary_path(app, config))
-            if plugin:
+            if count:
                 clock.log(f"{name}: {config} instructions per inference")
                 build["instructions_per_inference"] = instructions_per_inference(
-                    app, tflm_dir, config, plugin)
+                    app, tflm_dir, config, plugin, r, len(golden[0]))
         row["builds"][config] = build
     return row
 
@@ -247,8 +247,8 @@ def markdown(results, command):
         "Flash = `.text` + `.rodata` of the ELF (arm-none-eabi-size), with the model "
         "array and the golden images (the test's data, not needed by an app) in "
         "`.rodata`; the column after it leaves the golden images out. Instructions per inference: executed by qemu-system-arm 7.2's "
-        "emulated Cortex-M4 (instruction-count plugin, run with two images minus "
-        "run with one). **Instructions are not cycles**: QEMU models no pipeline, "
+        "emulated Cortex-M4 (instruction-count plugin: a run over all golden images "
+        "minus a run over one, per extra image). **Instructions are not cycles**: QEMU models no pipeline, "
         "flash wait states or memory latency.",
         "",
         "| model | kernels | model KiB | flash KiB (.text+.rodata) | flash KiB without "
