@@ -152,3 +152,41 @@ def test_template_ships_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in micro.TEMPLATE_FILES:
         assert f"mdnet_keras/export/micro_template/{f}" in names, f
+
+
+def test_select_golden_one_per_class_widest_margin():
+    import numpy as np
+
+    from mdnet_keras.export import micro
+
+    raw = np.array([[10, 0, 0],     # class 0, margin 10
+                    [50, 0, 0],     # class 0, margin 50: picked
+                    [0, 0, 9],      # label 1 but predicted 2
+                    [0, 0, 30],     # class 2
+                    [0, 5, 0]])     # predicted 1 but labelled 0
+    labels = np.array([0, 0, 1, 2, 0])
+    # Class 1 has no right answer: its first image.
+    assert micro.select_golden(raw, labels) == [1, 2, 3]
+    assert micro.select_golden(raw, labels, max_images=2) == [1, 2]
+    # Without labels: by predicted class.
+    assert micro.select_golden(raw) == [1, 4, 3]
+
+
+def test_golden_images_round_trip(tmp_path):
+    import numpy as np
+
+    from mdnet_keras.export import micro
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    outputs = rng.integers(-128, 128, (3, 5))
+    micro.write_golden_images(tmp_path, pixels, outputs, [4, 0, 2])
+    got_pixels, got_outputs, got_labels = micro.read_golden_images(tmp_path)
+    np.testing.assert_array_equal(got_pixels, pixels.reshape(3, -1))
+    np.testing.assert_array_equal(got_outputs, outputs)
+    np.testing.assert_array_equal(got_labels, [4, 0, 2])
+    assert "kNumGoldenImages = 3;" in (tmp_path / "golden_images.h").read_text()
+    with pytest.raises(ValueError, match="uint8"):
+        micro.write_golden_images(tmp_path, pixels.astype(np.float32), outputs, [0, 1, 2])
+    with pytest.raises(ValueError, match="2 labels"):
+        micro.write_golden_images(tmp_path, pixels, outputs, [0, 1])
