@@ -45,7 +45,7 @@ def _template_copy(tmp_path):
 
 def _make(app, *args, env=None):
     return subprocess.run(["make", "--no-print-directory", "-C", str(app), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_parse_test_output():
@@ -79,17 +79,22 @@ def test_missing_or_wrong_tflm_dir_is_one_clear_line(tmp_path):
         assert r.returncode != 0 and "has no third_party/cmsis_nn" in r.stderr
 
 
-@pytest.mark.skipif(not (TFLM_DIR / "tflm_ref").is_dir(), reason="no ../shared/tflm")
-def test_missing_toolchain_names_the_packages(tmp_path):
-    app = _template_copy(tmp_path)
-    # A PATH with every tool of /usr/bin except the compilers.
+def _path_without(tmp_path, left_out):
+    """An environment whose PATH has every tool of /usr/bin but `left_out`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in os.listdir("/usr/bin"):
-        if not (name.startswith("arm-none-eabi-") or "g++" in name or "gcc" in name
-                or name.startswith("c++") or name.startswith("x86_64-linux-gnu-")):
+        if not left_out(name):
             (bin_dir / name).symlink_to(os.path.join("/usr/bin", name))
-    env = dict(os.environ, PATH=str(bin_dir))
+    return dict(os.environ, PATH=str(bin_dir))
+
+
+@pytest.mark.skipif(not (TFLM_DIR / "tflm_ref").is_dir(), reason="no ../shared/tflm")
+def test_missing_toolchain_names_the_packages(tmp_path):
+    app = _template_copy(tmp_path)
+    env = _path_without(tmp_path, lambda name: (
+        name.startswith("arm-none-eabi-") or "g++" in name or "gcc" in name
+        or name.startswith("c++") or name.startswith("x86_64-linux-gnu-")))
     r = _make(app, f"TFLM_DIR={TFLM_DIR}", "cm4-ref", env=env)
     assert r.returncode != 0
     assert "arm-none-eabi-g++ not found" in r.stderr
@@ -172,3 +177,12 @@ def test_arena_too_small_says_what_to_change(converted_app, tmp_path):
     message = str(e.value)
     assert "AllocateTensors() failed" in message and "--arena_margin" in message
     assert "MDNET TEST FAILED: setup() failed" in message
+
+
+def test_missing_qemu_names_the_package(converted_app, tmp_path):
+    app, _ = converted_app
+    env = _path_without(tmp_path, lambda name: name.startswith("qemu-system"))
+    r = _make(app, f"TFLM_DIR={TFLM_DIR}", "run-cm4-ref", env=env)
+    assert r.returncode != 0
+    assert ("qemu-system-arm not found: install it (Debian: apt-get install "
+            "--no-install-recommends qemu-system-arm)") in r.stdout + r.stderr
