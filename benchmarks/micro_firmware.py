@@ -237,7 +237,7 @@ def markdown(results, command):
         "are not reported). Toolchain: " + "; ".join(results["toolchain"].values())
         + f". TFLite Micro tree: `{results['tflm_dir']}`.",
         "",
-        f"Models: int8, large depthwise kernels whole (as `--micro_out`), "
+        "Models: int8, large depthwise kernels whole (as `--micro_out`), "
         + ("briefly trained (1 epoch on "
            f"{budget['train_images']} CIFAR-10 images, JPEG copy)"
            if budget["train_images"] else "untrained")

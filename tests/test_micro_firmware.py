@@ -7,8 +7,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import pytest  # noqa: E402
-
 from mdnet_keras.export import micro_build  # noqa: E402
 from test_micro_build import TFLM_DIR  # noqa: E402
 from test_micro_build import _need_firmware_tools  # noqa: E402
