@@ -318,9 +318,9 @@ def select_golden(raw_outputs, labels=None, max_images=DEFAULT_NUM_GOLDEN):
     """Picks golden images: one per class (in class order) where there is one.
 
     Of the images of a class, the one that the Python TFLM interpreter gives
-    to that class by the widest margin over the runner-up, so that a firmware
-    that rounds a few int8 steps differently (CMSIS-NN) must still pick the
-    same class; the first image of the class when none is classified right.
+    to that class by the widest margin over the runner-up, so that the
+    firmware's winning-class check does not hinge on a near-tie; the first
+    image of the class when none is classified right.
 
     Args:
         raw_outputs: (N, classes) raw int8/uint8 outputs of `MicroRunner`.
