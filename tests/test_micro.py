@@ -115,7 +115,7 @@ def test_resolver_method_names():
 
 
 def test_committed_template_matches_mdnet_micro():
-    """tflite/micro/ is committed rendered for mdnet_micro: its resolver must
+    """The template is committed rendered for mdnet_micro: its resolver must
     list that model's ops (regenerate it with --micro_out when they change)."""
     from mdnet_keras.export import micro
 
@@ -123,3 +123,70 @@ def test_committed_template_matches_mdnet_micro():
     ops = micro.model_ops(converted("mdnet", "int8", max_depthwise_taps=None))
     assert sorted(parsed["ops"]) == sorted(micro.resolver_method(op) for op in ops)
     assert parsed["arena"] <= 256 * 1024
+
+
+def test_template_ships_in_the_wheel(tmp_path):
+    """The app template is package data: a wheel holds every file that
+    render_template reads (it once lived outside the package, so that
+    `--micro_out` only worked from a source checkout)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from mdnet_keras.export import micro
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert os.path.dirname(micro.TEMPLATE_DIR) == os.path.dirname(micro.__file__)
+    # Built from a copy, so that setuptools' build/ stays out of the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(root, "mdnet_keras"), src / "mdnet_keras",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(root, name), src)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("mdnet_keras-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in micro.TEMPLATE_FILES:
+        assert f"mdnet_keras/export/micro_template/{f}" in names, f
+
+
+def test_select_golden_one_per_class_widest_margin():
+    import numpy as np
+
+    from mdnet_keras.export import micro
+
+    raw = np.array([[10, 0, 0],     # class 0, margin 10
+                    [50, 0, 0],     # class 0, margin 50: picked
+                    [0, 0, 9],      # label 1 but predicted 2
+                    [0, 0, 30],     # class 2
+                    [0, 5, 0]])     # predicted 1 but labelled 0
+    labels = np.array([0, 0, 1, 2, 0])
+    # Class 1 has no right answer: its first image.
+    assert micro.select_golden(raw, labels) == [1, 2, 3]
+    assert micro.select_golden(raw, labels, max_images=2) == [1, 2]
+    # Without labels: by predicted class.
+    assert micro.select_golden(raw) == [1, 4, 3]
+
+
+def test_golden_images_round_trip(tmp_path):
+    import numpy as np
+
+    from mdnet_keras.export import micro
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    outputs = rng.integers(-128, 128, (3, 5))
+    micro.write_golden_images(tmp_path, pixels, outputs, [4, 0, 2])
+    got_pixels, got_outputs, got_labels = micro.read_golden_images(tmp_path)
+    np.testing.assert_array_equal(got_pixels, pixels.reshape(3, -1))
+    np.testing.assert_array_equal(got_outputs, outputs)
+    np.testing.assert_array_equal(got_labels, [4, 0, 2])
+    assert "kNumGoldenImages = 3;" in (tmp_path / "golden_images.h").read_text()
+    with pytest.raises(ValueError, match="uint8"):
+        micro.write_golden_images(tmp_path, pixels.astype(np.float32), outputs, [0, 1, 2])
+    with pytest.raises(ValueError, match="2 labels"):
+        micro.write_golden_images(tmp_path, pixels, outputs, [0, 1])

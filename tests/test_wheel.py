@@ -25,7 +25,6 @@ pytestmark = pytest.mark.slow
 
 # The TFLite Micro app template, once it is package data (until then
 # `convert --micro_out` only works from a source checkout).
-MICRO_TEMPLATE = ROOT / "mdnet_keras" / "export" / "micro_template"
 
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "__pycache__", "*.pyc", "build", "*.egg-info", "runs",
@@ -105,10 +104,6 @@ def test_predict_from_the_wheel(installed):
 
 
 def test_convert_micro_out_from_the_wheel(installed):
-    if not MICRO_TEMPLATE.is_dir():
-        pytest.skip(f"the TFLite Micro template is not package data yet: no "
-                    f"{MICRO_TEMPLATE.relative_to(ROOT)} (it moves there from "
-                    "tflite/micro/ on branch micro17)")
     pytest.importorskip("tflite_micro")
     python, env, outside, _ = installed
     model = outside / "micro.keras"

@@ -1,5 +1,6 @@
 """TFLite Micro: run the int8 model in the real TFLM interpreter, measure its
-arena, export it as a C array and render the `tflite/micro/` C++ template.
+arena, export it as a C array with golden test images, and render the C++ app
+template (`micro_template/`, package data). `micro_build` builds and runs it.
 
 The TFLM Python wheel (`tflite-micro`, Linux only) is imported lazily; callers
 that need it get an ImportError with the reason when it is missing.
@@ -16,14 +17,22 @@ import tempfile
 
 import numpy as np
 
-from mdnet_keras.export import tflite as tfl
+from mdnet_keras.export.flatbuffer import describe_ops
+from mdnet_keras.export.flatbuffer import io_details
+from mdnet_keras.export.keras_model import check_images
+from mdnet_keras.export.litert_runner import LiteRTRunner
+from mdnet_keras.export.litert_runner import dequantize_output
+from mdnet_keras.export.litert_runner import quantize_input
+from mdnet_keras.export.side_files import find_labels_file
+from mdnet_keras.export.side_files import read_labels
 
 DEFAULT_LSB_TOLERANCE = 2
 MODEL_DATA_NAME = "g_mdnet_model_data"
-TEMPLATE_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "tflite", "micro",
-)
+# Package data (pyproject.toml), so that it is found from a regular install.
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "micro_template")
+# Golden images written by default: one per class, up to this many.
+DEFAULT_NUM_GOLDEN = 10
 # Files of the template: copied, with generated values filled in.
 TEMPLATE_FILES = (
     "model_settings.h",
@@ -32,6 +41,8 @@ TEMPLATE_FILES = (
     "main_functions.h",
     "main_functions.cc",
     "mdnet_test.cc",
+    "cortex_m_qemu_vectors.c",
+    "Makefile",
     "BUILD",
     "Makefile.inc",
 )
@@ -181,13 +192,13 @@ class MicroRunner:
     @classmethod
     def _set(cls, it, image):
         detail = cls._detail(it.get_input_details(0))
-        it.set_input(tfl.quantize_input(image[None], detail), 0)
+        it.set_input(quantize_input(image[None], detail), 0)
 
     def run_raw(self, images):
         """Raw output tensors (N, classes) in the model's output dtype."""
-        images = tfl.check_images(images, self.image_shape)
+        images = check_images(images, self.image_shape)
         detail = self._detail(self.input)
-        x = tfl.quantize_input(images, detail)
+        x = quantize_input(images, detail)
         out = []
         for i in range(x.shape[0]):
             self.interpreter.set_input(x[i : i + 1], 0)
@@ -196,7 +207,7 @@ class MicroRunner:
         return np.stack(out)
 
     def predict(self, images):
-        return tfl.dequantize_output(self.run_raw(images), self._detail(self.output))
+        return dequantize_output(self.run_raw(images), self._detail(self.output))
 
 
 def compare_with_litert(tflite_bytes, images, arena_size=None,
@@ -213,7 +224,7 @@ def compare_with_litert(tflite_bytes, images, arena_size=None,
     counts images whose largest difference exceeds `lsb_tolerance`.
     """
     micro = MicroRunner(tflite_bytes, arena_size).run_raw(images).astype(np.int32)
-    lite = tfl.LiteRTRunner(tflite_bytes, kernels=kernels).run_raw(images).astype(np.int32)
+    lite = LiteRTRunner(tflite_bytes, kernels=kernels).run_raw(images).astype(np.int32)
     diff = np.abs(micro - lite).max(axis=-1)
     return {
         "num_images": int(len(images)),
@@ -305,6 +316,122 @@ def read_c_array(cc_path):
     return data
 
 
+def golden_pixels(images):
+    """The images as the firmware receives them: uint8 pixels 0..255."""
+    return np.clip(np.round(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
+
+
+def select_golden(raw_outputs, labels=None, max_images=DEFAULT_NUM_GOLDEN):
+    """Picks golden images: one per class (in class order) where there is one.
+
+    Of the images of a class, the one that the Python TFLM interpreter gives
+    to that class by the widest margin over the runner-up, so that the
+    firmware's winning-class check does not hinge on a near-tie; the first
+    image of the class when none is classified right.
+
+    Args:
+        raw_outputs: (N, classes) raw int8/uint8 outputs of `MicroRunner`.
+        labels: (N,) true labels; the predicted classes when None.
+        max_images: at most this many images.
+
+    Returns:
+        list of indices into `raw_outputs`.
+    """
+    raw = np.asarray(raw_outputs).astype(np.int32)
+    top = raw.argmax(-1)
+    labels = top if labels is None else np.asarray(labels).reshape(-1)
+    ranked = np.sort(raw, axis=-1)
+    margin = ranked[:, -1] - ranked[:, -2] if raw.shape[-1] > 1 else ranked[:, -1]
+    picked = []
+    for c in range(raw.shape[-1]):
+        if len(picked) == max_images:
+            break
+        of_class = np.flatnonzero(labels == c)
+        if not len(of_class):
+            continue
+        right = of_class[top[of_class] == c]
+        picked.append(int(right[margin[right].argmax()] if len(right) else of_class[0]))
+    return picked
+
+
+def _c_rows(values, per_line, indent="    "):
+    return "\n".join(
+        indent + ", ".join(str(int(v)) for v in values[i : i + per_line]) + ","
+        for i in range(0, len(values), per_line))
+
+
+def write_golden_images(out_dir, pixels, expected, labels):
+    """Writes `golden_images.cc/.h`: test images and the outputs Python expects.
+
+    Args:
+        out_dir: the app folder.
+        pixels: (N, H, W, C) uint8 images (`golden_pixels`).
+        expected: (N, classes) raw outputs of the Python TFLM interpreter
+            on exactly these pixels.
+        labels: (N,) the images' classes.
+
+    Returns:
+        (cc_path, h_path)
+    """
+    pixels, expected = np.asarray(pixels), np.asarray(expected).astype(np.int32)
+    labels = np.asarray(labels).reshape(-1)
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or not len(pixels):
+        raise ValueError(f"golden images: expected uint8 (N, H, W, C) with N > 0, "
+                         f"got {pixels.dtype} {pixels.shape}")
+    if not (len(pixels) == len(expected) == len(labels)):
+        raise ValueError(f"golden images: {len(pixels)} images, {len(expected)} "
+                         f"outputs and {len(labels)} labels")
+    h_path = os.path.join(out_dir, "golden_images.h")
+    cc_path = os.path.join(out_dir, "golden_images.cc")
+    with open(h_path, "w") as f:
+        f.write(
+            "// Generated by mdnet_keras.export.micro.write_golden_images. Do not edit.\n"
+            "#ifndef MDNET_GOLDEN_IMAGES_H_\n#define MDNET_GOLDEN_IMAGES_H_\n\n"
+            "#include <cstdint>\n\n#include \"model_settings.h\"\n\n"
+            f"constexpr int kNumGoldenImages = {len(pixels)};\n"
+            "// Raw pixels, as Classify() takes them.\n"
+            "extern const uint8_t kGoldenImages[kNumGoldenImages][kMaxImageSize];\n"
+            "// The raw outputs of the Python TFLite Micro interpreter.\n"
+            "extern const int16_t kGoldenOutputs[kNumGoldenImages][kCategoryCount];\n"
+            "// The images' classes (indices into kCategoryLabels).\n"
+            "extern const int kGoldenLabels[kNumGoldenImages];\n\n"
+            "#endif  // MDNET_GOLDEN_IMAGES_H_\n")
+    with open(cc_path, "w") as f:
+        f.write("// Generated by mdnet_keras.export.micro.write_golden_images. Do not edit.\n"
+                '#include "golden_images.h"\n\n'
+                "const uint8_t kGoldenImages[kNumGoldenImages][kMaxImageSize] = {\n")
+        for img in pixels:
+            f.write("  {\n" + _c_rows(img.reshape(-1), 24) + "\n  },\n")
+        f.write("};\n\nconst int16_t kGoldenOutputs[kNumGoldenImages][kCategoryCount] = {\n")
+        for out in expected:
+            f.write("  {" + ", ".join(str(int(v)) for v in out) + "},\n")
+        f.write("};\n\nconst int kGoldenLabels[kNumGoldenImages] = {"
+                + ", ".join(str(int(v)) for v in labels) + "};\n")
+    return cc_path, h_path
+
+
+def read_golden_images(out_dir):
+    """Reads `golden_images.cc` back: (pixels (N, pixels) uint8, outputs
+    (N, classes) int32, labels (N,))."""
+    with open(os.path.join(out_dir, "golden_images.cc")) as f:
+        text = f.read()
+
+    def block(name):
+        m = re.search(rf"{name}\[[^=]*=\s*\{{(.*?)\}};", text, re.S)
+        if not m:
+            raise ValueError(f"golden_images.cc: no {name} array")
+        return m.group(1)
+
+    def rows(body):
+        return [[int(v) for v in re.findall(r"-?\d+", r)]
+                for r in re.findall(r"\{([^{}]*)\}", body)]
+
+    pixels = np.array(rows(block("kGoldenImages")), np.uint8)
+    outputs = np.array(rows(block("kGoldenOutputs")), np.int32)
+    labels = np.array([int(v) for v in re.findall(r"-?\d+", block("kGoldenLabels"))])
+    return pixels, outputs, labels
+
+
 def _camel(op):
     return "Add" + "".join(p.capitalize() for p in op.lower().split("_"))
 
@@ -319,7 +446,7 @@ def resolver_method(op):
 def model_ops(tflite_bytes):
     """The distinct builtin ops of the model, in first-use order."""
     seen = []
-    for op in tfl.describe_ops(tflite_bytes):
+    for op in describe_ops(tflite_bytes):
         if op["op"] not in seen:
             seen.append(op["op"])
     return seen
@@ -342,9 +469,11 @@ def _replace_block(text, tag, body):
 
 
 def render_template(tflite_bytes, out_dir, arena_size, class_names=None,
-                    arena_margin=0, template_dir=TEMPLATE_DIR):
+                    arena_margin=0, template_dir=TEMPLATE_DIR, golden=None):
     """Writes a ready-to-build TFLM app: the template files with this model's
-    values, and the model as `model_data.cc/.h`.
+    values, the model as `model_data.cc/.h` and, given `golden`, the golden
+    images the app's test checks (`golden_images.cc/.h`; the app's Makefile
+    needs them).
 
     Args:
         tflite_bytes: the int8 (or uint8-I/O) model.
@@ -353,11 +482,13 @@ def render_template(tflite_bytes, out_dir, arena_size, class_names=None,
         class_names: labels, in output order (defaults to "class_<i>").
         arena_margin: bytes added on top of the measured size in
             `kTensorArenaSize` (the Cortex-M margin; see the README).
+        template_dir: the template to render.
+        golden: `(pixels, expected, labels)` for `write_golden_images`.
 
     Returns:
         dict of written paths.
     """
-    details = tfl.io_details(tflite_bytes)
+    details = io_details(tflite_bytes)
     inp, out = details["inputs"][0], details["outputs"][0]
     if inp["dtype"] not in ("int8", "uint8"):
         raise ValueError(
@@ -405,6 +536,9 @@ def render_template(tflite_bytes, out_dir, arena_size, class_names=None,
         written[fname] = dst
     cc, h = write_c_array(tflite_bytes, out_dir)
     written["model_data.cc"], written["model_data.h"] = cc, h
+    if golden is not None:
+        cc, h = write_golden_images(out_dir, *golden)
+        written["golden_images.cc"], written["golden_images.h"] = cc, h
     return written
 
 
@@ -464,18 +598,55 @@ def micro_report(tflite_bytes, images, flash_kb=None, ram_kb=None,
     return report
 
 
+def golden_set(tflite_bytes, images, labels=None, arena_size=None,
+               max_images=DEFAULT_NUM_GOLDEN, candidates_per_class=8):
+    """Golden images for the app's test and the outputs Python gives them.
+
+    Runs candidate images (the first `candidates_per_class` of each class
+    when `labels` are given, else all) as uint8 pixels in the Python TFLM
+    interpreter, picks one per class with `select_golden` and returns
+    `(pixels, expected, labels)` for `write_golden_images`.
+    """
+    pixels = golden_pixels(images)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        keep = np.sort(np.concatenate([
+            np.flatnonzero(labels == c)[:candidates_per_class]
+            for c in np.unique(labels)]))
+        pixels, labels = pixels[keep], labels[keep]
+    raw = MicroRunner(tflite_bytes, arena_size).run_raw(pixels)
+    picked = select_golden(raw, labels, max_images)
+    classes = raw.argmax(-1) if labels is None else labels
+    return pixels[picked], raw[picked], classes[picked]
+
+
 def export_micro(tflite_path, out_dir, images=None, class_names=None,
                  flash_kb=None, ram_kb=None, arena_margin=0,
-                 lsb_tolerance=DEFAULT_LSB_TOLERANCE):
-    """The whole micro path for a `.tflite` file: report + C array + template."""
+                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, golden_images=None,
+                 golden_labels=None, num_golden=DEFAULT_NUM_GOLDEN):
+    """The whole micro path for a `.tflite` file: report (on `images`), C
+    array, template, and golden images taken from `golden_images` (default:
+    `images`), one per class of `golden_labels` (default: of the class
+    Python predicts)."""
     with open(tflite_path, "rb") as f:
         data = f.read()
+    if golden_images is None:
+        golden_images = images
+    if golden_images is None or not len(golden_images):
+        raise ValueError("export_micro needs test images: the app's test "
+                         "checks the firmware on golden images taken from them.")
     if class_names is None:
-        labels = tfl.find_labels_file(tflite_path)
-        class_names = tfl.read_labels(labels) if labels else None
+        found = find_labels_file(tflite_path)
+        class_names = read_labels(found) if found else None
     report = micro_report(data, images, flash_kb, ram_kb, lsb_tolerance)
+    golden = golden_set(data, golden_images, golden_labels, report["arena_bytes"],
+                        num_golden)
+    report["golden"] = {"num_images": len(golden[0]),
+                        "labels": [int(v) for v in golden[2]],
+                        "python_top": [int(v) for v in golden[1].argmax(-1)]}
     report["files"] = render_template(
-        data, out_dir, report["arena_bytes"], class_names, arena_margin)
+        data, out_dir, report["arena_bytes"], class_names, arena_margin,
+        golden=golden)
     return report
 
 

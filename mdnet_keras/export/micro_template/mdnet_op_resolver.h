@@ -26,7 +26,8 @@ inline TfLiteStatus RegisterOps(MDNetOpResolver& resolver) {
   TF_LITE_ENSURE_STATUS(resolver.AddStridedSlice());  // STRIDED_SLICE
   TF_LITE_ENSURE_STATUS(resolver.AddSub());  // SUB
   TF_LITE_ENSURE_STATUS(resolver.AddMean());  // MEAN
-  TF_LITE_ENSURE_STATUS(resolver.AddRsqrt());  // RSQRT  // END GENERATED OPS
+  TF_LITE_ENSURE_STATUS(resolver.AddRsqrt());  // RSQRT
+  // END GENERATED OPS
   return kTfLiteOk;
 }
 

@@ -12,6 +12,9 @@ bool setup();
 // returns the index of the top class, or -1 on error.
 int Classify(const uint8_t* pixels, float* probabilities);
 
+// The raw (int8 or uint8) output of `category` from the last Classify().
+int QuantizedOutput(int category);
+
 // Arena bytes actually used after setup() (for logging on the device).
 int ArenaUsedBytes();
 

@@ -34,7 +34,14 @@ bool setup() {
       model, resolver, tensor_arena, kTensorArenaSize);
   interpreter = &static_interpreter;
   if (interpreter->AllocateTensors() != kTfLiteOk) {
-    MicroPrintf("AllocateTensors() failed: raise kTensorArenaMargin.");
+    // Two lines: MicroPrintf truncates long ones.
+    MicroPrintf(
+        "AllocateTensors() failed: kTensorArenaSize = %d bytes (%d measured "
+        "on the host + %d margin) is too small on this target.",
+        kTensorArenaSize, kMeasuredTensorArenaSize, kTensorArenaMargin);
+    MicroPrintf(
+        "Convert again with a larger --arena_margin (the line above says how "
+        "many bytes are missing).");
     return false;
   }
   input = interpreter->input(0);
@@ -56,7 +63,10 @@ int Classify(const uint8_t* pixels, float* probabilities) {
   const int lo = input->type == kTfLiteInt8 ? -128 : 0;
   const int hi = input->type == kTfLiteInt8 ? 127 : 255;
   for (int i = 0; i < kMaxImageSize; ++i) {
-    int q = static_cast<int>(std::lround(pixels[i] / in_scale)) + in_zero;
+    // Rounded half to even in float, as mdnet_keras quantizes in Python
+    // (numpy), so that the firmware sees the same int8 input.
+    int q = static_cast<int>(
+        std::nearbyint(static_cast<float>(pixels[i]) / in_scale + in_zero));
     q = q < lo ? lo : (q > hi ? hi : q);
     if (input->type == kTfLiteInt8) {
       input->data.int8[i] = static_cast<int8_t>(q);
@@ -72,12 +82,16 @@ int Classify(const uint8_t* pixels, float* probabilities) {
   const int out_zero = output->params.zero_point;
   int best = 0;
   for (int c = 0; c < kCategoryCount; ++c) {
-    const int q = output->type == kTfLiteInt8 ? output->data.int8[c]
-                                              : output->data.uint8[c];
-    probabilities[c] = (q - out_zero) * out_scale;
+    probabilities[c] = (QuantizedOutput(c) - out_zero) * out_scale;
     if (probabilities[c] > probabilities[best]) best = c;
   }
   return best;
+}
+
+int QuantizedOutput(int category) {
+  if (output == nullptr) return 0;
+  return output->type == kTfLiteInt8 ? output->data.int8[category]
+                                     : output->data.uint8[category];
 }
 
 int ArenaUsedBytes() {
