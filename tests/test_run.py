@@ -210,7 +210,7 @@ def test_trains_under_jax_without_tensorflow(small_npz, tmp_path):
     # No attention blocks: XLA compiles faster on the CPU.
     conv_only = dict(TINY, stage_depths=[1, 1, 1, 1])
     args = train_command(small_npz, out, epochs=1,
-                         model_config=conv_only)[3:] + ["--batch_size=20"]
+                         model_config=conv_only)[3:] + ["--batch_size=20", "--warmup_epochs=0"]
     script = ("import sys; sys.modules['tensorflow'] = None\n"
               "from mdnet_keras.cli.main import run\n"
               f"run(['mdnet_keras'] + {args!r})\n")
