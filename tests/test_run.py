@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from mdnet_keras.data import load_dataset
 from mdnet_keras.training import callbacks as run_callbacks
 from mdnet_keras.training import recipe
 from mdnet_keras.training import run
