@@ -233,8 +233,8 @@ def main(argv=None):
         done = subprocess.run([sys.executable, os.path.abspath(__file__),
                                "--worker", *passed], env=env,
                               capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines()
-                     if l.startswith("RESULT ")), None)
+        line = next((text for text in done.stdout.splitlines()
+                     if text.startswith("RESULT ")), None)
         if done.returncode or line is None:
             raise RuntimeError(f"{backend} worker failed:\n"
                                f"{(done.stdout + done.stderr)[-3000:]}")

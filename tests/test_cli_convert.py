@@ -74,7 +74,7 @@ def test_convert_takes_the_data_from_a_folder_run(tmp_path):
                  f"--data={NEU}", "--mode=float32", "--eval_images=50",
                  f"--out={out}"])
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [l for l in r.stdout.splitlines() if l.startswith("From the run folder")]
+    lines = [text for text in r.stdout.splitlines() if text.startswith("From the run folder")]
     assert len(lines) == 1 and "--dataset=folder" in lines[0], r.stdout[-2000:]
     assert "--data=" not in lines[0]  # given on the command line: kept
     report = json.loads(out.with_suffix(".report.json").read_text())

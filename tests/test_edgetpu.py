@@ -156,8 +156,6 @@ def test_multi_scale_channel_conv_maps_to_the_tpu():
         x = MultiScaleChannelConv((3, 5, 7, 9))(x)
         return _head(x)
 
-    from mdnet_keras import export
-
     tflite_bytes = _int8(build)
     ops = {op["op"] for op in export.describe_ops(tflite_bytes)}
     # SPLIT_V is also left out of XNNPACK: 9 extra partitions in mdnet.

@@ -65,7 +65,7 @@ def test_auto_streams_above_the_memory_budget(tmp_path, caplog):
     assert load_dataset("folder", tmp_path, streaming="auto",
                         max_memory_bytes=6 * 20 * 16 * 3 - 1).streamed
     assert default_memory_budget() > 2**20
-    with pytest.raises(ValueError, match="--streaming\) must be one of"):
+    with pytest.raises(ValueError, match=r"--streaming\) must be one of"):
         load_dataset("folder", tmp_path, streaming="yes")
 
 

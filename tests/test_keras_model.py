@@ -70,7 +70,7 @@ def test_mixed_precision_model_is_rebuilt_and_converts(tmp_path):
     loaded = load_keras_model(path)
     rebuilt = as_float32_model(loaded)
     assert rebuilt is not loaded
-    assert all(l.dtype_policy.name == "float32" for l in rebuilt._flatten_layers())
+    assert all(layer.dtype_policy.name == "float32" for layer in rebuilt._flatten_layers())
     x = cifar()[2][:8].astype("float32")
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0),
                                loaded.predict(x, verbose=0), atol=1e-2)

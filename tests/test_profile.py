@@ -96,6 +96,6 @@ def test_profile_command_markdown_table():
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [l for l in result.stdout.splitlines() if l.startswith("| `")]
+    rows = [text for text in result.stdout.splitlines() if text.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == ["mdnet", "mdnet_small", "mdnet_micro"]
     assert "| 2,377,900 |" in rows[0]

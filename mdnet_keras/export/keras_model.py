@@ -206,7 +206,7 @@ def with_small_depthwise_kernels(model, max_taps=XNNPACK_DEPTHWISE_TAPS):
             size * size > max_taps for size in layer.kernel_sizes
         ) and layer.max_kernel_taps != max_taps
 
-    if not any(needs_pieces(l) for l in model._flatten_layers(include_self=False)):
+    if not any(needs_pieces(layer) for layer in model._flatten_layers(include_self=False)):
         return model
     def set_max_taps(config):
         if config.get("class_name") == "MultiScaleChannelConv" and isinstance(
