@@ -131,6 +131,7 @@ def instructions_per_inference(app, tflm_dir, config, plugin, all_runs, num_imag
 def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     from mdnet_keras.export import convert_model
     from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
     from mdnet_keras.export import micro_build
 
     clock.log(f"{name}: training and converting")
@@ -145,10 +146,10 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     golden = micro.golden_set(content, ds.x_test[pick], ds.y_test[pick], arena)
     margin = int(arena * ARENA_MARGIN_SHARE)
     app = os.path.join(work_dir, name)
-    micro.render_template(content, app, arena, ds.class_names,
+    micro_app.render_template(content, app, arena, ds.class_names,
                           arena_margin=margin, golden=golden)
     row = {"params": int(model.count_params()), "model_bytes": len(content),
-           "ops": micro.model_ops(content), "arena_host_python": arena,
+           "ops": micro_app.model_ops(content), "arena_host_python": arena,
            "arena_margin_in_build": margin, "golden_images": len(golden[0]),
            # In .rodata too: uint8 pixels, int16 outputs, int labels.
            "golden_bytes": int(golden[0].size + 2 * golden[1].size + 4 * len(golden[2])),

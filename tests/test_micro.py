@@ -69,59 +69,60 @@ def test_arena_is_smallest_that_allocates_and_fits_budget():
 
 
 def test_c_array_round_trips(tmp_path):
-    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     data = converted("toy", "int8")
-    cc, h = micro.write_c_array(data, tmp_path)
-    assert micro.read_c_array(cc) == data
+    cc, h = micro_app.write_c_array(data, tmp_path)
+    assert micro_app.read_c_array(cc) == data
     assert "alignas(16)" in open(cc).read()
     assert "extern const unsigned char g_mdnet_model_data[];" in open(h).read()
     text = open(cc).read().replace(f"= {len(data)};", f"= {len(data) + 1};")
     (tmp_path / "bad.cc").write_text(text)
     with pytest.raises(ValueError, match="declares"):
-        micro.read_c_array(tmp_path / "bad.cc")
+        micro_app.read_c_array(tmp_path / "bad.cc")
 
 
 def test_template_lists_exactly_the_model_ops_and_arena(tmp_path):
     from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     data = converted("mdnet", "int8", max_depthwise_taps=None)
     arena = micro.find_min_arena(data)
     names = cifar()[4]
-    micro.render_template(data, tmp_path, arena, names, arena_margin=4096)
-    parsed = micro.parse_template(tmp_path)
-    ops = micro.model_ops(data)
-    assert parsed["ops"] == [micro.resolver_method(op) for op in ops]
+    micro_app.render_template(data, tmp_path, arena, names, arena_margin=4096)
+    parsed = micro_app.parse_template(tmp_path)
+    ops = micro_app.model_ops(data)
+    assert parsed["ops"] == [micro_app.resolver_method(op) for op in ops]
     assert len(set(parsed["ops"])) == len(parsed["ops"]) == parsed["num_ops"]
     assert parsed["arena"] == arena and parsed["margin"] == 4096
     assert (parsed["rows"], parsed["cols"], parsed["channels"]) == (32, 32, 3)
     assert parsed["categories"] == 10 and parsed["labels"] == list(names)
-    assert micro.read_c_array(tmp_path / "model_data.cc") == data
-    for f in micro.TEMPLATE_FILES:
+    assert micro_app.read_c_array(tmp_path / "model_data.cc") == data
+    for f in micro_app.TEMPLATE_FILES:
         assert (tmp_path / f).is_file()
 
 
 def test_resolver_method_names():
-    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
-    assert micro.resolver_method("CONV_2D") == "AddConv2D"
-    assert micro.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
-    assert micro.resolver_method("BATCH_MATMUL") == "AddBatchMatMul"
-    assert micro.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
-    assert micro.resolver_method("SPLIT_V") == "AddSplitV"
-    assert micro.resolver_method("STRIDED_SLICE") == "AddStridedSlice"
+    assert micro_app.resolver_method("CONV_2D") == "AddConv2D"
+    assert micro_app.resolver_method("DEPTHWISE_CONV_2D") == "AddDepthwiseConv2D"
+    assert micro_app.resolver_method("BATCH_MATMUL") == "AddBatchMatMul"
+    assert micro_app.resolver_method("FULLY_CONNECTED") == "AddFullyConnected"
+    assert micro_app.resolver_method("SPLIT_V") == "AddSplitV"
+    assert micro_app.resolver_method("STRIDED_SLICE") == "AddStridedSlice"
     with pytest.raises(ValueError):
-        micro.resolver_method("CUSTOM:Foo")
+        micro_app.resolver_method("CUSTOM:Foo")
 
 
 def test_committed_template_matches_mdnet_micro():
     """The template is committed rendered for mdnet_micro: its resolver must
     list that model's ops (regenerate it with --micro_out when they change)."""
-    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
-    parsed = micro.parse_template(micro.TEMPLATE_DIR)
-    ops = micro.model_ops(converted("mdnet", "int8", max_depthwise_taps=None))
-    assert sorted(parsed["ops"]) == sorted(micro.resolver_method(op) for op in ops)
+    parsed = micro_app.parse_template(micro_app.TEMPLATE_DIR)
+    ops = micro_app.model_ops(converted("mdnet", "int8", max_depthwise_taps=None))
+    assert sorted(parsed["ops"]) == sorted(micro_app.resolver_method(op) for op in ops)
     assert parsed["arena"] <= 256 * 1024
 
 
@@ -136,8 +137,10 @@ def test_template_ships_in_the_wheel(tmp_path):
 
     from mdnet_keras.export import micro
 
+    from mdnet_keras.export import micro_app
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert os.path.dirname(micro.TEMPLATE_DIR) == os.path.dirname(micro.__file__)
+    assert os.path.dirname(micro_app.TEMPLATE_DIR) == os.path.dirname(micro.__file__)
     # Built from a copy, so that setuptools' build/ stays out of the checkout.
     src = tmp_path / "src"
     shutil.copytree(os.path.join(root, "mdnet_keras"), src / "mdnet_keras",
@@ -150,14 +153,15 @@ def test_template_ships_in_the_wheel(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = tmp_path.glob("mdnet_keras-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in micro.TEMPLATE_FILES:
+    for f in micro_app.TEMPLATE_FILES:
         assert f"mdnet_keras/export/micro_template/{f}" in names, f
 
 
 def test_select_golden_one_per_class_widest_margin():
     import numpy as np
 
-    from mdnet_keras.export import micro
+
+    from mdnet_keras.export import micro_app
 
     raw = np.array([[10, 0, 0],     # class 0, margin 10
                     [50, 0, 0],     # class 0, margin 50: picked
@@ -166,27 +170,28 @@ def test_select_golden_one_per_class_widest_margin():
                     [0, 5, 0]])     # predicted 1 but labelled 0
     labels = np.array([0, 0, 1, 2, 0])
     # Class 1 has no right answer: its first image.
-    assert micro.select_golden(raw, labels) == [1, 2, 3]
-    assert micro.select_golden(raw, labels, max_images=2) == [1, 2]
+    assert micro_app.select_golden(raw, labels) == [1, 2, 3]
+    assert micro_app.select_golden(raw, labels, max_images=2) == [1, 2]
     # Without labels: by predicted class.
-    assert micro.select_golden(raw) == [1, 4, 3]
+    assert micro_app.select_golden(raw) == [1, 4, 3]
 
 
 def test_golden_images_round_trip(tmp_path):
     import numpy as np
 
-    from mdnet_keras.export import micro
+
+    from mdnet_keras.export import micro_app
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
     outputs = rng.integers(-128, 128, (3, 5))
-    micro.write_golden_images(tmp_path, pixels, outputs, [4, 0, 2])
-    got_pixels, got_outputs, got_labels = micro.read_golden_images(tmp_path)
+    micro_app.write_golden_images(tmp_path, pixels, outputs, [4, 0, 2])
+    got_pixels, got_outputs, got_labels = micro_app.read_golden_images(tmp_path)
     np.testing.assert_array_equal(got_pixels, pixels.reshape(3, -1))
     np.testing.assert_array_equal(got_outputs, outputs)
     np.testing.assert_array_equal(got_labels, [4, 0, 2])
     assert "kNumGoldenImages = 3;" in (tmp_path / "golden_images.h").read_text()
     with pytest.raises(ValueError, match="uint8"):
-        micro.write_golden_images(tmp_path, pixels.astype(np.float32), outputs, [0, 1, 2])
+        micro_app.write_golden_images(tmp_path, pixels.astype(np.float32), outputs, [0, 1, 2])
     with pytest.raises(ValueError, match="2 labels"):
-        micro.write_golden_images(tmp_path, pixels, outputs, [0, 1])
+        micro_app.write_golden_images(tmp_path, pixels, outputs, [0, 1])

@@ -36,10 +36,10 @@ def _need_firmware_tools(configs=micro_build.CONFIGS):
 
 
 def _template_copy(tmp_path):
-    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     app = tmp_path / "app"
-    micro.copy_template(app)
+    micro_app.copy_template(app)
     return app
 
 
@@ -129,9 +129,10 @@ def converted_app(tmp_path_factory):
 def python_outputs(converted_app):
     """What the Python TFLM interpreter gives the golden images, recomputed."""
     from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     app, tflite_path = converted_app
-    pixels, written, labels = micro.read_golden_images(app)
+    pixels, written, labels = micro_app.read_golden_images(app)
     data = tflite_path.read_bytes()
     runner = micro.MicroRunner(data)
     again = runner.run_raw(pixels.reshape((-1,) + runner.image_shape))
@@ -162,15 +163,15 @@ def test_firmware_answers_as_python(converted_app, python_outputs, config):
 def test_arena_too_small_says_what_to_change(converted_app, tmp_path):
     """The app rendered with 4 KiB less arena than it needs: setup() fails
     with a message naming --arena_margin, and the test fails cleanly."""
-    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     app, tflite_path = converted_app
     small = tmp_path / "small"
     shutil.copytree(app, small, ignore=shutil.ignore_patterns("build"))
     data = tflite_path.read_bytes()
-    arena = micro.parse_template(app)["arena"]
+    arena = micro_app.parse_template(app)["arena"]
     # golden_images.cc stays as copied; the settings get the smaller arena.
-    micro.render_template(data, small, arena, micro.parse_template(app)["labels"],
+    micro_app.render_template(data, small, arena, micro_app.parse_template(app)["labels"],
                           arena_margin=-4096)
     with pytest.raises(micro_build.FirmwareError, match="no outputs") as e:
         micro_build.run(small, TFLM_DIR, "host")

@@ -5,7 +5,9 @@ model), `converter` (the LiteRT converter per mode), `flatbuffer` (reading
 and editing a `.tflite`), `xnnpack` (which ops LiteRT's CPU delegate takes),
 `litert_runner` (running a `.tflite`), `validation` (the report and its
 accuracy gate), `side_files` (labels, preprocessing facts), `edgetpu` (the
-Edge TPU estimate), `micro` (TFLite Micro) and `exporter` (the whole
+Edge TPU estimate), `micro` (the model in TFLite Micro: arena, agreement),
+`micro_app` (the C++ app: C arrays, golden images, the rendered template),
+`micro_build` (building and running that app) and `exporter` (the whole
 pipeline, `export_all`). Import from here, not from those modules.
 
 TensorFlow and the LiteRT/TFLM runtimes are imported lazily inside the
@@ -13,6 +15,7 @@ functions, so importing this package is cheap.
 """
 
 from mdnet_keras.export import micro
+from mdnet_keras.export import micro_app
 from mdnet_keras.export.converter import DEFAULT_NUM_CALIBRATION
 from mdnet_keras.export.converter import MODES
 from mdnet_keras.export.converter import convert_model
@@ -65,6 +68,7 @@ __all__ = [
     "io_details",
     "load_keras_model",
     "micro",
+    "micro_app",
     "model_image_shape",
     "read_labels",
     "sidecar_paths",

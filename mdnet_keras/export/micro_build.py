@@ -1,4 +1,4 @@
-"""Builds and runs the TFLite Micro app that `micro.render_template` writes.
+"""Builds and runs the TFLite Micro app that `micro_app.render_template` writes.
 
 The app's own Makefile does the work (`make TFLM_DIR=... test` is the
 documented command); this module calls it for the tests and benchmarks:
