@@ -84,9 +84,11 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
     builder = (None if model in MDNET_VARIANTS else
                lambda shape, classes: baselines.build_model(model, shape,
                                                             classes))
+    # The curves are test top-1 per epoch and the figure is the last
+    # epoch's, so no validation split is held out (none selects anything).
     config = dict(dataset="npz", data=subset_path, model=model,
                   recipe=recipe_name, epochs=epochs, batch_size=BATCH_SIZE,
-                  seed=seed, out=out, verbose=2)
+                  validation_split=0, seed=seed, out=out, verbose=2)
     started = time.time()
     if run_folder.run_state(out) == "finished":
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:

@@ -56,7 +56,7 @@ def test_gate_failure_raises_after_writing(tmp_path):
     with pytest.raises(AccuracyGateError, match="fell") as info:
         # A drop of more than -101 points is impossible to avoid: must fail.
         export_tflite(model, out, mode="float32", x_eval=images, y_eval=labels,
-                      max_drop=-101, min_images=10, verbose=False)
+                      max_drop=-101, verbose=False)
     assert info.value.report["gate"]["status"] == "fail"
     assert out.is_file() and os.path.isfile(sidecar_paths(out)["report"])
 
@@ -68,7 +68,7 @@ def test_export_all_records_a_gate_failure_and_the_edgetpu_estimate(tmp_path, ca
     model, images, labels = tiny_eval()
     out = tmp_path / "a.tflite"
     report = export_all(model, out, mode="float32", x_eval=images, y_eval=labels,
-                        max_drop=-101, min_images=10, edgetpu=True,
+                        max_drop=-101, edgetpu=True,
                         source="runs/x/best.keras")
     assert len(report["failures"]) == 1 and "fell" in report["failures"][0]
     assert report["source"] == "runs/x/best.keras"

@@ -36,9 +36,8 @@ define(flags.DEFINE_enum, "io_type", "int8", ["int8", "uint8"],
 define(flags.DEFINE_integer, "eval_images", 1000,
        "Held-out test images for the report (0: all).")
 define(flags.DEFINE_float, "max_drop", 1.0,
-       "Fail when top-1 falls more than this many points.")
-define(flags.DEFINE_integer, "min_images", 500,
-       "Enforce the gate only with at least this many images.")
+       "Fail when top-1 falls more than this many points beyond doubt: a "
+       "paired test on the same images (see mdnet_keras.export.accuracy_gate).")
 define(flags.DEFINE_bool, "allow_float_ops", False,
        "Accept float ops in an integer model (reported, not fatal).")
 define(flags.DEFINE_string, "micro_out", None,
@@ -145,7 +144,7 @@ def main(argv):
             out=FLAGS.out, eval_images=FLAGS.eval_images,
             load_args=data_flags.load_args(),
             num_calibration=FLAGS.num_calibration, io_type=FLAGS.io_type,
-            max_drop=FLAGS.max_drop, min_images=FLAGS.min_images,
+            max_drop=FLAGS.max_drop,
             allow_float_ops=FLAGS.allow_float_ops,
             micro_out=FLAGS.micro_out, flash_kb=FLAGS.flash_kb,
             ram_kb=FLAGS.ram_kb, arena_margin=FLAGS.arena_margin,

@@ -3,8 +3,9 @@
 One module per concern: `keras_model` (loading and preparing the Keras
 model), `converter` (the LiteRT converter per mode), `flatbuffer` (reading
 and editing a `.tflite`), `xnnpack` (which ops LiteRT's CPU delegate takes),
-`litert_runner` (running a `.tflite`), `validation` (the report and its
-accuracy gate), `side_files` (labels, preprocessing facts), `edgetpu` (the
+`litert_runner` (running a `.tflite`), `validation` (the report),
+`accuracy_gate` (the paired test that gates a converted model's
+top-1 drop), `side_files` (labels, preprocessing facts), `edgetpu` (the
 Edge TPU estimate), `micro` (the model in TFLite Micro: arena, agreement),
 `micro_app` (the C++ app: C arrays, golden images, the rendered template),
 `micro_build` (building and running that app) and `exporter` (the whole
@@ -38,8 +39,7 @@ from mdnet_keras.export.side_files import find_labels_file
 from mdnet_keras.export.side_files import read_labels
 from mdnet_keras.export.side_files import sidecar_paths
 from mdnet_keras.export.validation import DEFAULT_MAX_DROP
-from mdnet_keras.export.validation import DEFAULT_MIN_IMAGES
-from mdnet_keras.export.validation import accuracy_gate
+from mdnet_keras.export.accuracy_gate import paired_gate
 from mdnet_keras.export.validation import format_report
 from mdnet_keras.export.validation import validate_tflite
 from mdnet_keras.export.xnnpack import XNNPACK_DEPTHWISE_TAPS
@@ -47,7 +47,6 @@ from mdnet_keras.export.xnnpack import xnnpack_partitions
 
 __all__ = [
     "DEFAULT_MAX_DROP",
-    "DEFAULT_MIN_IMAGES",
     "DEFAULT_NUM_CALIBRATION",
     "MODES",
     "XNNPACK_DEPTHWISE_TAPS",
@@ -55,7 +54,7 @@ __all__ = [
     "ConversionError",
     "LiteRTRunner",
     "ModelLoadError",
-    "accuracy_gate",
+    "paired_gate",
     "as_float32_model",
     "convert_model",
     "describe_ops",

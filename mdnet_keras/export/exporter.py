@@ -19,7 +19,6 @@ from mdnet_keras.export.side_files import preprocessing_facts
 from mdnet_keras.export.side_files import sidecar_paths
 from mdnet_keras.export.side_files import write_labels
 from mdnet_keras.export.validation import DEFAULT_MAX_DROP
-from mdnet_keras.export.validation import DEFAULT_MIN_IMAGES
 from mdnet_keras.export.validation import format_report
 from mdnet_keras.export.validation import validate_tflite
 from mdnet_keras.export.xnnpack import XNNPACK_DEPTHWISE_TAPS
@@ -33,7 +32,7 @@ NUM_MICRO_IMAGES = 100
 def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                   y_eval=None, class_names=None, num_calibration=DEFAULT_NUM_CALIBRATION,
                   io_type="int8", allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
-                  min_images=DEFAULT_MIN_IMAGES, seed=0, verbose=True,
+                  seed=0, verbose=True,
                   max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
                   symmetric_matmul=True):
     """Converts, validates and writes a model with its side files.
@@ -48,7 +47,8 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
         num_calibration: calibration images drawn from `x_train`.
         io_type: "int8" or "uint8" model input/output (mode int8).
         allow_float_ops: accept float islands in an integer model.
-        max_drop, min_images: the accuracy gate (see `accuracy_gate`).
+        max_drop: the top-1 drop (points) the accuracy gate allows (see
+            `mdnet_keras.export.accuracy_gate.paired_gate`).
         max_depthwise_taps: large multi-scale depthwise kernels are split
             into pieces of at most this many taps (see `convert_model`);
             `None` keeps them whole.
@@ -85,7 +85,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                                  verbose=verbose)
     report = validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                              allow_float_ops=allow_float_ops,
-                             max_drop=max_drop, min_images=min_images,
+                             max_drop=max_drop,
                              verbose=verbose)
     report["source"] = source
     report["tflite_path"] = out_path
@@ -120,7 +120,7 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
                y_eval=None, class_names=None,
                num_calibration=DEFAULT_NUM_CALIBRATION, io_type="int8",
                allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
-               min_images=DEFAULT_MIN_IMAGES, seed=0,
+               seed=0,
                max_depthwise_taps="auto", symmetric_matmul=True,
                edgetpu=False, micro_out=None, flash_kb=None, ram_kb=None,
                arena_margin=0, source=None, verbose=True):
@@ -137,7 +137,7 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
 
     Args:
         model, out_path, mode, x_train, x_eval, y_eval, class_names,
-            num_calibration, io_type, allow_float_ops, max_drop, min_images,
+            num_calibration, io_type, allow_float_ops, max_drop,
             seed, symmetric_matmul, verbose: as in `export_tflite`.
         max_depthwise_taps: as in `export_tflite`, or "auto":
             `XNNPACK_DEPTHWISE_TAPS`, but `None` (kernels whole) with
@@ -178,7 +178,7 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
             y_eval=y_eval, class_names=class_names,
             num_calibration=num_calibration, io_type=io_type,
             allow_float_ops=allow_float_ops, max_drop=max_drop,
-            min_images=min_images, seed=seed, verbose=verbose,
+            seed=seed, verbose=verbose,
             max_depthwise_taps=max_depthwise_taps,
             symmetric_matmul=symmetric_matmul)
     except AccuracyGateError as e:

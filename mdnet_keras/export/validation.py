@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 
+from mdnet_keras.export.accuracy_gate import paired_gate
 from mdnet_keras.export.converter import INTEGER_MODES
 from mdnet_keras.export.errors import ConversionError
 from mdnet_keras.export.flatbuffer import describe_ops
@@ -22,61 +23,11 @@ from mdnet_keras.export.litert_runner import LiteRTRunner
 from mdnet_keras.export.xnnpack import xnnpack_partitions
 
 DEFAULT_MAX_DROP = 1.0  # points of top-1
-DEFAULT_MIN_IMAGES = 500
-
-
-def accuracy_gate(float_top1, tflite_top1, num_images, num_classes,
-                  max_drop=DEFAULT_MAX_DROP, min_images=DEFAULT_MIN_IMAGES,
-                  chance_factor=2.0):
-    """Decides pass / fail / warn for the top-1 drop of a converted model.
-
-    Fails only when the drop exceeds `max_drop` points on at least
-    `min_images` images and the float model is clearly above chance (top-1 at
-    least `chance_factor` times 1/num_classes); otherwise warns and says why,
-    so that a short demo run is not flaky.
-
-    Returns:
-        dict with `status` ("pass" | "fail" | "warn"), `drop_points`, `reason`.
-    """
-    drop = 100.0 * (float_top1 - tflite_top1)
-    chance = 1.0 / max(1, num_classes)
-    result = {
-        "status": "pass",
-        "drop_points": round(drop, 3),
-        "max_drop_points": max_drop,
-        "num_images": int(num_images),
-        "min_images": int(min_images),
-        "reason": "",
-    }
-    exceeded = drop > max_drop
-    if num_images < min_images:
-        result["status"] = "warn"
-        result["reason"] = (
-            f"only {num_images} held-out images (< {min_images}): one image is "
-            f"{100.0 / max(1, num_images):.2f} points, too coarse to gate on; "
-            f"drop {drop:.2f} points was not enforced"
-        )
-    elif float_top1 < chance_factor * chance:
-        result["status"] = "warn"
-        result["reason"] = (
-            f"float top-1 {100 * float_top1:.1f}% is near chance "
-            f"({100 * chance:.1f}% for {num_classes} classes): agreement and "
-            "drop mean little for an untrained model; not enforced"
-        )
-    elif exceeded:
-        result["status"] = "fail"
-        result["reason"] = (
-            f"top-1 fell {drop:.2f} points (> {max_drop}) on {num_images} "
-            "images; try --mode=int16x8, more calibration samples, or "
-            "quantization-aware training"
-        )
-    return result
 
 
 def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                     allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
-                    min_images=DEFAULT_MIN_IMAGES, batch_size=256,
-                    verbose=False):
+                    batch_size=256, verbose=False):
     """Builds the validation report of a converted model.
 
     Args:
@@ -86,6 +37,9 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
         x_eval, y_eval: held-out images (raw 0..255) and integer labels.
         allow_float_ops: downgrade a float island in an integer model from an
             error to a note in the report.
+        max_drop: float, the top-1 drop (points) the accuracy gate allows
+            (`mdnet_keras.export.accuracy_gate.paired_gate`).
+        batch_size: int, images per evaluation batch.
         verbose: progress bars over the evaluation images (Keras, then
             LiteRT).
 
@@ -168,10 +122,8 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                 np.allclose(keras_out.sum(-1), 1.0, atol=1e-3)
             ),
         })
-        report["gate"] = accuracy_gate(
-            keras_top1, lite_top1, x_eval.shape[0], num_classes,
-            max_drop=max_drop, min_images=min_images,
-        )
+        report["gate"] = paired_gate(keras_pred == y_eval, lite_pred == y_eval,
+                                     max_drop=max_drop)
     else:
         report["gate"] = {"status": "warn", "reason": "no evaluation images"}
     return report
