@@ -1,0 +1,341 @@
+"""MDNet's int8 latency options against today's default and MobileNetV2 x1.0.
+
+Each option is an `MDNet(...)` argument that keeps the paper's design
+(several receptive fields side by side along the channels, differential
+attention) and costs less on the runtimes users deploy to:
+
+- `dilated`: 3x3 channel groups dilated 1/2/3/4 (receptive fields 3/5/7/9
+  at 9 taps each) in place of 3/5/7/9 kernels;
+- `batch_head_norm`: differential attention's per-head norm as BatchNorm,
+  a fixed scale and offset at inference, in place of the RMS norm whose
+  RSQRT XNNPACK does not run in int8;
+- both together.
+
+Two parts, side by side in one run:
+
+1. `deploy`: untrained models (seed 0; latency and memory do not depend on
+   the weights' values), converted with the export's defaults to int8
+   (calibrated on the CIFAR-10 sample shipped in the package) and float32:
+   params, MACs, XNNPACK partitions and the ops left out of them, batch-1
+   latency at 1 and 2 threads of every (model, mode, threads) in turn in
+   interleaved rounds (`benchmarks.run.latency_entry`), the TFLite Micro
+   arena of the model the convert command makes for microcontrollers (whole
+   kernels) and whether it runs in the TFLM interpreter (argmax agreement
+   with LiteRT on a few images), and the Edge TPU estimate.
+2. `accuracy`: CIFAR-10 top-1 under the CPU suite's budget and recipe
+   (`benchmarks/run.py --suite=cpu`: 2 epochs on 5,000 class-balanced
+   training images, all 10,000 test images, `benchmarks.run.train_entry`),
+   every option and today's default with the same seeds.
+
+Results go to `<out>/int8_options.json` after every entry (a rerun of the
+same command resumes; `--fresh` starts over) and `<out>/int8_options.md`.
+
+Usage:
+    python benchmarks/int8_options.py --out=benchmarks/results/int8_options
+    # The harness on a small model, in a few minutes (what the test runs):
+    python benchmarks/int8_options.py --quick --out=/tmp/options
+"""
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import baselines  # noqa: E402
+from benchmarks import run  # noqa: E402
+
+Option = collections.namedtuple("Option", ["suffix", "description", "kwargs"])
+
+DILATED = {"kernel_sizes": (3, 3, 3, 3), "dilation_rates": (1, 2, 3, 4)}
+OPTIONS = (
+    Option("", "today's default: kernels 3/5/7/9, per-head RMS norm", {}),
+    Option("_dilated", "3x3 kernels dilated 1/2/3/4", DILATED),
+    Option("_batch_head_norm", "per-head BatchNorm (head_norm='batch')",
+           {"head_norm": "batch"}),
+    Option("_dilated_batch_head_norm", "both: dilated 3x3 kernels and "
+           "per-head BatchNorm", dict(DILATED, head_norm="batch")),
+)
+LATENCY_TARGETS = {"1": 1.0, "2": 1.2}
+TRAIN_KEYS = ("cifar_train_images", "cifar_test_images", "neu_image_size",
+              "neu_train_images", "neu_test_images", "epochs", "batch_size",
+              "learning_rate", "warmup_epochs")
+BUDGETS = {
+    "full": dict(
+        {k: run.SUITES["cpu"][k] for k in TRAIN_KEYS},
+        variant="mdnet", reference=baselines.REFERENCE_MODEL,
+        seeds=(0, 1), calibration_images=200, latency_runs=200,
+        latency_rounds=10, latency_warmup=10, micro_images=2),
+    "quick": dict(
+        {k: run.SUITES["quick"][k] for k in TRAIN_KEYS},
+        variant="mdnet_micro", reference="resnet20", seeds=(0,),
+        calibration_images=16, latency_runs=10, latency_rounds=2,
+        latency_warmup=2, micro_images=1),
+}
+
+
+def option_models(variant, suffixes=None):
+    """name -> `Option` of MDNet `variant` (those whose suffix, without its
+    underscore, is in `suffixes`, "default" for today's; all when None);
+    registers each in `benchmarks.baselines.MODELS` so that
+    `run.train_entry` builds it."""
+    table = {}
+    for option in OPTIONS:
+        if suffixes is not None and (
+                option.suffix[1:] or "default") not in suffixes:
+            continue
+        name = variant + option.suffix
+        baselines.MODELS.setdefault(name, {
+            "build": baselines.mdnet_builder(variant=variant, **option.kwargs),
+            "description": f"MDNet ({variant}): {option.description}",
+        })
+        table[name] = option
+    return table
+
+
+def deploy_facts(name, budget, images, tmp_dir):
+    """Writes NAME_int8.tflite and NAME_float32.tflite; returns the facts of
+    everything but latency."""
+    import keras
+
+    from mdnet_keras.export import convert_model
+    from mdnet_keras.export import edgetpu
+    from mdnet_keras.export import micro
+    from mdnet_keras.export import xnnpack_partitions
+    from mdnet_keras.profile import profile
+
+    keras.utils.set_random_seed(0)
+    model = baselines.build_model(name)
+    calibration = {"rep_images": images,
+                   "num_calibration": budget["calibration_images"]}
+    facts = {"params": int(model.count_params()),
+             "macs": int(profile(model)["total"]["macs"])}
+    for mode in ("int8", "float32"):
+        content = convert_model(model, mode, **(calibration if mode == "int8"
+                                                else {}))
+        with open(os.path.join(tmp_dir, f"{name}_{mode}.tflite"), "wb") as f:
+            f.write(content)
+        facts[f"{mode}_bytes"] = len(content)
+        facts[f"{mode}_xnnpack"] = xnnpack_partitions(content)
+        if mode == "int8":
+            tpu = edgetpu.edgetpu_report(content)
+            facts["edgetpu"] = {k: tpu[k] for k in (
+                "compatible", "first_fallback", "tpu_mac_share", "tpu_ops",
+                "cpu_ops")}
+    # What `convert --micro_out` makes: kernels whole (pieces only cost
+    # arena in TFLite Micro).
+    content = convert_model(model, "int8", max_depthwise_taps=None,
+                            **calibration)
+    try:
+        arena = micro.find_min_arena(content)
+        facts["micro"] = {
+            "arena_bytes": int(arena), "flash_bytes": len(content),
+            "ops": micro.model_ops(content),
+            "vs_litert": micro.compare_with_litert(
+                content, images[:budget["micro_images"]], arena)}
+    except Exception as e:  # an op TFLM lacks, or no TFLM wheel
+        facts["micro"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    return facts
+
+
+def deploy_entry(names, budget, clock):
+    from mdnet_keras.data.datasets import load_sample
+
+    images = load_sample().x_train
+    with tempfile.TemporaryDirectory(prefix="mdnet_options_") as tmp_dir:
+        facts = {}
+        for name in names:
+            clock.log(f"converting {name}")
+            facts[name] = deploy_facts(name, budget, images, tmp_dir)
+        latency = run.latency_entry(names, budget, tmp_dir, clock)
+    reference = latency["results"][budget["reference"]]
+    for name, row in facts.items():
+        times = latency["results"][name]
+        row["latency_ms"] = {mode: {t: times[mode][t]["median_ms"]
+                                    for t in times[mode]} for mode in times}
+        row["int8_vs_reference"] = {
+            t: times["int8"][t]["median_ms"] / reference["int8"][t]["median_ms"]
+            for t in times["int8"]}
+    return {"models": facts, "latency_method": latency["method"],
+            "runs_per_config": latency["runs_per_config"],
+            "load_average_end": latency["load_average_end"]}
+
+
+def accuracy_entries(results, names, budget, clock):
+    data = run.load_benchmark_data(budget)["cifar10"]
+    results.put(data["facts"], "data")
+    with tempfile.TemporaryDirectory(prefix="mdnet_options_") as tmp_dir:
+        for seed in budget["seeds"]:
+            for name in names:
+                run.cached(results, clock, ("accuracy", name, str(seed)),
+                           lambda: run.train_entry(
+                               name, "cifar10", data, seed, budget,
+                               budget["epochs"], tmp_dir, clock),
+                           optional=False)
+
+
+def top1_summary(results, name):
+    """(mean top-1 in points, spread in points, seeds) of `name`."""
+    runs = results.get("accuracy", name) or {}
+    top1 = [100 * r["top1"] for r in runs.values()]
+    if not top1:
+        return None
+    return sum(top1) / len(top1), max(top1) - min(top1), len(top1)
+
+
+def verdicts(results, base):
+    """option -> the targets, met or not, with the figures."""
+    out = {}
+    deploy = results.get("deploy", "models") or {}
+    default = top1_summary(results, base)
+    for name, row in deploy.items():
+        if not name.startswith(base):
+            continue
+        ratios = row["int8_vs_reference"]
+        verdict = {f"int8_{t}_threads": {"ratio": ratios[t], "target": limit,
+                                         "met": ratios[t] <= limit}
+                   for t, limit in LATENCY_TARGETS.items()}
+        mine = top1_summary(results, name)
+        if mine and default:
+            verdict["top1"] = {
+                "points_vs_default": mine[0] - default[0],
+                "default_seed_spread": default[1],
+                "seeds": min(mine[2], default[2]),
+                "met": (mine[0] >= default[0] - default[1]
+                        if default[2] > 1 else None)}
+        out[name] = verdict
+    return out
+
+
+def markdown(results):
+    budget = results.data["budget"]
+    deploy = results.get("deploy")
+    machine = results.data["runs"][-1]["machine"]
+    reference = budget["reference"]
+    lines = [
+        "# MDNet's int8 options against today's default",
+        "",
+        f"`{results.data['command']}` on {machine.get('cpu_model', '?')} "
+        f"({machine['cpu_count']} cores, shared with other jobs: load "
+        f"average at start {machine.get('load_average')}, at the end of the "
+        f"latency rounds {deploy['load_average_end']}); "
+        f"ai-edge-litert {results.data['versions'].get('ai_edge_litert')}. "
+        f"Latency: median of {deploy['runs_per_config']} batch-1 invokes in "
+        f"{budget['latency_rounds']} interleaved rounds; untrained models "
+        f"(seed 0) calibrated on {budget['calibration_images']} images. "
+        f"Ratios are to {reference} in the same rounds.",
+        "",
+        "| model | what changes | params | MMACs | int8 ms 1T | int8 ms 2T "
+        f"| 1T vs {reference} | 2T vs {reference} | float32 ms 1T | "
+        "float32 ms 2T | XNNPACK partitions (int8) | ops left out (int8) | "
+        "TFLM arena KiB | TFLM vs LiteRT argmax | Edge TPU MAC share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:"
+        "|---:|",
+    ]
+    for name, row in deploy["models"].items():
+        xnnpack = row["int8_xnnpack"]
+        left_out = ", ".join(f"{op} x{n}" for op, n in sorted(
+            xnnpack["left_out_by_type"].items())) or "none"
+        micro = row["micro"]
+        arena = (f"{micro['arena_bytes'] / 1024:.1f}" if "arena_bytes" in micro
+                 else micro["error"][:60])
+        agree = (f"{100 * micro['vs_litert']['argmax_agreement']:.0f}% of "
+                 f"{micro['vs_litert']['num_images']}"
+                 if "vs_litert" in micro else "-")
+        option = option_description(name, budget["variant"])
+        ms = row["latency_ms"]
+        lines.append(
+            f"| {name} | {option} | {row['params']:,} | "
+            f"{row['macs'] / 1e6:.1f} | {ms['int8']['1']:.2f} | "
+            f"{ms['int8']['2']:.2f} | {row['int8_vs_reference']['1']:.2f}x | "
+            f"{row['int8_vs_reference']['2']:.2f}x | {ms['float32']['1']:.2f} "
+            f"| {ms['float32']['2']:.2f} | {xnnpack['partitions']} | "
+            f"{left_out} | {arena} | {agree} | "
+            f"{100 * row['edgetpu']['tpu_mac_share']:.1f}% |")
+    lines += ["", "## CIFAR-10 top-1", "",
+              f"{budget['epochs']} epochs on {budget['cifar_train_images']:,} "
+              "class-balanced training images (batch "
+              f"{budget['batch_size']}, the CPU suite's recipe), "
+              f"{budget['cifar_test_images']:,} test images; float Keras "
+              "model.", "",
+              "| model | top-1 % (mean) | per seed | seed spread (points) |",
+              "|---|---:|---|---:|"]
+    for name in deploy["models"]:
+        summary = top1_summary(results, name)
+        if summary is None:
+            continue
+        runs = results.get("accuracy", name)
+        per_seed = ", ".join(f"seed {s}: {100 * r['top1']:.2f}"
+                             for s, r in runs.items())
+        lines.append(f"| {name} | {summary[0]:.2f} | {per_seed} | "
+                     f"{summary[1]:.2f} |")
+    lines += ["", "## Targets", "",
+              f"int8 latency <= {LATENCY_TARGETS['1']}x {reference} on one "
+              f"thread and <= {LATENCY_TARGETS['2']}x on two; top-1 no lower "
+              "than today's default minus its seed spread.", ""]
+    for name, verdict in results.get("verdicts").items():
+        parts = [f"int8 {key.split('_')[1]} thread(s) {v['ratio']:.2f}x "
+                 f"(target {v['target']}x): {'met' if v['met'] else 'not met'}"
+                 for key, v in verdict.items() if key.startswith("int8")]
+        if "top1" in verdict:
+            v = verdict["top1"]
+            state = {True: "met", False: "not met",
+                     None: "inconclusive (one seed)"}[v["met"]]
+            parts.append(f"top-1 {v['points_vs_default']:+.2f} points vs "
+                         f"default (seed spread {v['default_seed_spread']:.2f}"
+                         f"): {state}")
+        lines.append(f"- {name}: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def option_description(name, variant):
+    for option in OPTIONS:
+        if name == variant + option.suffix:
+            return option.description
+    return baselines.MODELS[name]["description"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a small model, few runs, 128 images (tests)")
+    parser.add_argument("--parts", default="deploy,accuracy",
+                        help="comma-separated: deploy, accuracy (neither: "
+                        "the Markdown from the JSON)")
+    parser.add_argument("--options", default=None,
+                        help="comma-separated option names (default, "
+                        "dilated, ...); all when not given")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming the JSON")
+    parser.add_argument("--out", default=os.path.join(
+        "benchmarks", "results", "int8_options"))
+    args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/int8_options.py",
+                        *(sys.argv[1:] if argv is None else argv)])
+    budget = BUDGETS["quick" if args.quick else "full"]
+    names = list(option_models(
+        budget["variant"], args.options and args.options.split(",")))
+    clock = run.Clock(deadline_minutes=float("inf"))
+    results = run.Results.open(
+        os.path.join(args.out, "int8_options.json"), "int8_options", budget,
+        names + [budget["reference"]], command, fresh=args.fresh)
+    parts = args.parts.split(",")
+    if "deploy" in parts:
+        results.put(deploy_entry(names + [budget["reference"]], budget, clock),
+                    "deploy")
+    if "accuracy" in parts:
+        accuracy_entries(results, names, budget, clock)
+    if results.get("deploy") is None:
+        return 0
+    results.put(verdicts(results, budget["variant"]), "verdicts")
+    text = markdown(results)
+    with open(os.path.join(args.out, "int8_options.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
