@@ -27,8 +27,11 @@ Two parts, side by side in one run:
    training images, all 10,000 test images, `benchmarks.run.train_entry`),
    every option and today's default with the same seeds.
 
-Results go to `<out>/int8_options.json` after every entry (a rerun of the
-same command resumes; `--fresh` starts over) and `<out>/int8_options.md`.
+Each part keeps its own results, `<out>/deploy.json` and
+`<out>/accuracy.json`, saved after every entry (a rerun resumes; `--fresh`
+starts over; the two parts may run at once, in two processes); the summary
+of both goes to `<out>/int8_options.json` and `<out>/int8_options.md`. The
+`.tflite` files stay in `<out>/tmp/` (ignored by git).
 
 Usage:
     python benchmarks/int8_options.py --out=benchmarks/results/int8_options
@@ -38,9 +41,11 @@ Usage:
 
 import argparse
 import collections
+import json
+import multiprocessing
 import os
 import sys
-import tempfile
+from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,16 +81,19 @@ BUDGETS = {
 }
 
 
-def option_models(variant, suffixes=None):
-    """name -> `Option` of MDNet `variant` (those whose suffix, without its
-    underscore, is in `suffixes`, "default" for today's; all when None);
-    registers each in `benchmarks.baselines.MODELS` so that
+def option_models(variant, selected=None):
+    """name -> `Option` of MDNet `variant`, in the order of `selected` (option
+    names: the suffix without its underscore, "default" for today's; all
+    when None); registers each in `benchmarks.baselines.MODELS` so that
     `run.train_entry` builds it."""
+    by_name = {option.suffix[1:] or "default": option for option in OPTIONS}
+    unknown = set(selected or ()) - set(by_name)
+    if unknown:
+        raise ValueError(f"Unknown options {sorted(unknown)}; choose from "
+                         f"{sorted(by_name)}.")
     table = {}
-    for option in OPTIONS:
-        if suffixes is not None and (
-                option.suffix[1:] or "default") not in suffixes:
-            continue
+    for key in selected or by_name:
+        option = by_name[key]
         name = variant + option.suffix
         baselines.MODELS.setdefault(name, {
             "build": baselines.mdnet_builder(variant=variant, **option.kwargs),
@@ -102,7 +110,6 @@ def deploy_facts(name, budget, images, tmp_dir):
 
     from mdnet_keras.export import convert_model
     from mdnet_keras.export import edgetpu
-    from mdnet_keras.export import micro
     from mdnet_keras.export import xnnpack_partitions
     from mdnet_keras.profile import profile
 
@@ -128,76 +135,110 @@ def deploy_facts(name, budget, images, tmp_dir):
     # arena in TFLite Micro).
     content = convert_model(model, "int8", max_depthwise_taps=None,
                             **calibration)
-    try:
-        arena = micro.find_min_arena(content)
-        facts["micro"] = {
-            "arena_bytes": int(arena), "flash_bytes": len(content),
-            "ops": micro.model_ops(content),
-            "vs_litert": micro.compare_with_litert(
-                content, images[:budget["micro_images"]], arena)}
-    except Exception as e:  # an op TFLM lacks, or no TFLM wheel
-        facts["micro"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    # In a child process: the TFLM wheel aborts the process on some models.
+    spawn = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        try:
+            facts["micro"] = pool.submit(
+                micro_facts, content, images[:budget["micro_images"]]
+            ).result()
+        except futures.process.BrokenProcessPool:
+            facts["micro"] = {"error": "the TFLM interpreter aborted the "
+                              "process"}
     return facts
 
 
-def deploy_entry(names, budget, clock):
+def micro_facts(content, images):
+    """TFLite Micro's smallest arena for `content`, and its outputs on
+    `images` against LiteRT's."""
+    from mdnet_keras.export import micro
+
+    try:
+        arena = micro.find_min_arena(content)
+        return {"arena_bytes": int(arena), "flash_bytes": len(content),
+                "ops": micro.model_ops(content),
+                "vs_litert": micro.compare_with_litert(content, images, arena)}
+    except Exception as e:  # an op TFLM lacks, or no TFLM wheel
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def deploy_entries(results, names, budget, tmp_dir, clock):
+    """Facts of every model (cached one by one), then their latency in one
+    set of interleaved rounds."""
     from mdnet_keras.data.datasets import load_sample
 
     images = load_sample().x_train
-    with tempfile.TemporaryDirectory(prefix="mdnet_options_") as tmp_dir:
-        facts = {}
+    os.makedirs(tmp_dir, exist_ok=True)
+    for name in names:
+        files = [os.path.join(tmp_dir, f"{name}_{mode}.tflite")
+                 for mode in ("int8", "float32")]
+        if not all(map(os.path.exists, files)):  # facts without their files
+            results.data.get("models", {}).pop(name, None)
+        run.cached(results, clock, ("models", name),
+                   lambda: deploy_facts(name, budget, images, tmp_dir),
+                   optional=False)
+    latency = run.latency_entry(names, budget, tmp_dir, clock)
+    results.put(dict(latency, models=names), "latency")
+
+
+def accuracy_entries(results, names, budget, tmp_dir, clock):
+    data = run.load_benchmark_data(budget)["cifar10"]
+    results.put(data["facts"], "data")
+    for seed in budget["seeds"]:
         for name in names:
-            clock.log(f"converting {name}")
-            facts[name] = deploy_facts(name, budget, images, tmp_dir)
-        latency = run.latency_entry(names, budget, tmp_dir, clock)
-    reference = latency["results"][budget["reference"]]
-    for name, row in facts.items():
+            run.cached(results, clock, ("models", name, str(seed)),
+                       lambda: run.train_entry(
+                           name, "cifar10", data, seed, budget,
+                           budget["epochs"], tmp_dir, clock),
+                       optional=False)
+
+
+def summarise(deploy, accuracy):
+    """One dict of both parts' JSON: per model its facts, latency, ratios to
+    the reference and top-1 runs by seed."""
+    latency = deploy["latency"]
+    reference = latency["results"][deploy["budget"]["reference"]]
+    models = {}
+    for name in latency["models"]:
+        row = dict(deploy["models"][name])
         times = latency["results"][name]
         row["latency_ms"] = {mode: {t: times[mode][t]["median_ms"]
                                     for t in times[mode]} for mode in times}
         row["int8_vs_reference"] = {
             t: times["int8"][t]["median_ms"] / reference["int8"][t]["median_ms"]
             for t in times["int8"]}
-    return {"models": facts, "latency_method": latency["method"],
+        row["top1"] = {seed: run_["top1"] for seed, run_ in (
+            (accuracy or {}).get("models", {}).get(name, {}).items())}
+        models[name] = row
+    return {"budget": deploy["budget"], "deploy_runs": deploy["runs"],
+            "accuracy_runs": (accuracy or {}).get("runs", []),
+            "versions": deploy["versions"],
+            "latency_method": latency["method"],
             "runs_per_config": latency["runs_per_config"],
-            "load_average_end": latency["load_average_end"]}
+            "load_average_end": latency["load_average_end"],
+            "accuracy_data": (accuracy or {}).get("data"), "models": models}
 
 
-def accuracy_entries(results, names, budget, clock):
-    data = run.load_benchmark_data(budget)["cifar10"]
-    results.put(data["facts"], "data")
-    with tempfile.TemporaryDirectory(prefix="mdnet_options_") as tmp_dir:
-        for seed in budget["seeds"]:
-            for name in names:
-                run.cached(results, clock, ("accuracy", name, str(seed)),
-                           lambda: run.train_entry(
-                               name, "cifar10", data, seed, budget,
-                               budget["epochs"], tmp_dir, clock),
-                           optional=False)
-
-
-def top1_summary(results, name):
+def top1_summary(summary, name):
     """(mean top-1 in points, spread in points, seeds) of `name`."""
-    runs = results.get("accuracy", name) or {}
-    top1 = [100 * r["top1"] for r in runs.values()]
+    top1 = [100 * v for v in summary["models"][name]["top1"].values()]
     if not top1:
         return None
     return sum(top1) / len(top1), max(top1) - min(top1), len(top1)
 
 
-def verdicts(results, base):
+def verdicts(summary, base):
     """option -> the targets, met or not, with the figures."""
     out = {}
-    deploy = results.get("deploy", "models") or {}
-    default = top1_summary(results, base)
-    for name, row in deploy.items():
+    default = top1_summary(summary, base)
+    for name, row in summary["models"].items():
         if not name.startswith(base):
             continue
         ratios = row["int8_vs_reference"]
         verdict = {f"int8_{t}_threads": {"ratio": ratios[t], "target": limit,
                                          "met": ratios[t] <= limit}
                    for t, limit in LATENCY_TARGETS.items()}
-        mine = top1_summary(results, name)
+        mine = top1_summary(summary, name)
         if mine and default:
             verdict["top1"] = {
                 "points_vs_default": mine[0] - default[0],
@@ -209,20 +250,20 @@ def verdicts(results, base):
     return out
 
 
-def markdown(results):
-    budget = results.data["budget"]
-    deploy = results.get("deploy")
-    machine = results.data["runs"][-1]["machine"]
+def markdown(summary):
+    budget = summary["budget"]
+    machine = summary["deploy_runs"][-1]["machine"]
     reference = budget["reference"]
     lines = [
         "# MDNet's int8 options against today's default",
         "",
-        f"`{results.data['command']}` on {machine.get('cpu_model', '?')} "
-        f"({machine['cpu_count']} cores, shared with other jobs: load "
-        f"average at start {machine.get('load_average')}, at the end of the "
-        f"latency rounds {deploy['load_average_end']}); "
-        f"ai-edge-litert {results.data['versions'].get('ai_edge_litert')}. "
-        f"Latency: median of {deploy['runs_per_config']} batch-1 invokes in "
+        f"{commands(summary['deploy_runs'])} on "
+        f"{machine.get('cpu_model', '?')} ({machine['cpu_count']} cores, "
+        "shared with other jobs: load average at the start of the run "
+        f"{machine.get('load_average')}, at the end of the latency rounds "
+        f"{summary['load_average_end']}); ai-edge-litert "
+        f"{summary['versions'].get('ai_edge_litert')}. Latency: median of "
+        f"{summary['runs_per_config']} batch-1 invokes in "
         f"{budget['latency_rounds']} interleaved rounds; untrained models "
         f"(seed 0) calibrated on {budget['calibration_images']} images. "
         f"Ratios are to {reference} in the same rounds.",
@@ -234,7 +275,7 @@ def markdown(results):
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:"
         "|---:|",
     ]
-    for name, row in deploy["models"].items():
+    for name, row in summary["models"].items():
         xnnpack = row["int8_xnnpack"]
         left_out = ", ".join(f"{op} x{n}" for op, n in sorted(
             xnnpack["left_out_by_type"].items())) or "none"
@@ -255,6 +296,7 @@ def markdown(results):
             f"{left_out} | {arena} | {agree} | "
             f"{100 * row['edgetpu']['tpu_mac_share']:.1f}% |")
     lines += ["", "## CIFAR-10 top-1", "",
+              f"{commands(summary['accuracy_runs']) or 'Not run'}: "
               f"{budget['epochs']} epochs on {budget['cifar_train_images']:,} "
               "class-balanced training images (batch "
               f"{budget['batch_size']}, the CPU suite's recipe), "
@@ -262,20 +304,19 @@ def markdown(results):
               "model.", "",
               "| model | top-1 % (mean) | per seed | seed spread (points) |",
               "|---|---:|---|---:|"]
-    for name in deploy["models"]:
-        summary = top1_summary(results, name)
-        if summary is None:
+    for name, row in summary["models"].items():
+        top1 = top1_summary(summary, name)
+        if top1 is None:
             continue
-        runs = results.get("accuracy", name)
-        per_seed = ", ".join(f"seed {s}: {100 * r['top1']:.2f}"
-                             for s, r in runs.items())
-        lines.append(f"| {name} | {summary[0]:.2f} | {per_seed} | "
-                     f"{summary[1]:.2f} |")
+        per_seed = ", ".join(f"seed {seed}: {100 * value:.2f}"
+                             for seed, value in row["top1"].items())
+        lines.append(f"| {name} | {top1[0]:.2f} | {per_seed} | "
+                     f"{top1[1]:.2f} |")
     lines += ["", "## Targets", "",
               f"int8 latency <= {LATENCY_TARGETS['1']}x {reference} on one "
               f"thread and <= {LATENCY_TARGETS['2']}x on two; top-1 no lower "
               "than today's default minus its seed spread.", ""]
-    for name, verdict in results.get("verdicts").items():
+    for name, verdict in summary["verdicts"].items():
         parts = [f"int8 {key.split('_')[1]} thread(s) {v['ratio']:.2f}x "
                  f"(target {v['target']}x): {'met' if v['met'] else 'not met'}"
                  for key, v in verdict.items() if key.startswith("int8")]
@@ -290,6 +331,12 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def commands(runs):
+    """The distinct commands of `runs`, in order, as Markdown code."""
+    seen = dict.fromkeys(r["command"] for r in runs)
+    return " then ".join(f"`{c}`" for c in seen)
+
+
 def option_description(name, variant):
     for option in OPTIONS:
         if name == variant + option.suffix:
@@ -302,11 +349,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="a small model, few runs, 128 images (tests)")
     parser.add_argument("--parts", default="deploy,accuracy",
-                        help="comma-separated: deploy, accuracy (neither: "
-                        "the Markdown from the JSON)")
+                        help="comma-separated: deploy, accuracy; each "
+                        "resumes its own <out>/<part>.json (neither: only "
+                        "the summary from them)")
     parser.add_argument("--options", default=None,
                         help="comma-separated option names (default, "
-                        "dilated, ...); all when not given")
+                        "dilated, ...), measured and trained in this order; "
+                        "all when not given")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming the JSON")
     parser.add_argument("--out", default=os.path.join(
@@ -318,19 +367,29 @@ def main(argv=None):
     names = list(option_models(
         budget["variant"], args.options and args.options.split(",")))
     clock = run.Clock(deadline_minutes=float("inf"))
-    results = run.Results.open(
-        os.path.join(args.out, "int8_options.json"), "int8_options", budget,
-        names + [budget["reference"]], command, fresh=args.fresh)
-    parts = args.parts.split(",")
-    if "deploy" in parts:
-        results.put(deploy_entry(names + [budget["reference"]], budget, clock),
-                    "deploy")
-    if "accuracy" in parts:
-        accuracy_entries(results, names, budget, clock)
-    if results.get("deploy") is None:
+    models = names + [budget["reference"]]
+    for part in [part for part in args.parts.split(",") if part]:
+        results = run.Results.open(
+            os.path.join(args.out, f"{part}.json"), f"int8_options_{part}",
+            budget, models, command, fresh=args.fresh)
+        tmp_dir = os.path.join(args.out, "tmp", part)
+        if part == "deploy":
+            deploy_entries(results, models, budget, tmp_dir, clock)
+        else:
+            accuracy_entries(results, names, budget, tmp_dir, clock)
+    parts = {}
+    for part in ("deploy", "accuracy"):
+        path = os.path.join(args.out, f"{part}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                parts[part] = json.load(f)
+    if "latency" not in parts.get("deploy", {}):
         return 0
-    results.put(verdicts(results, budget["variant"]), "verdicts")
-    text = markdown(results)
+    summary = summarise(parts["deploy"], parts.get("accuracy"))
+    summary["verdicts"] = verdicts(summary, budget["variant"])
+    with open(os.path.join(args.out, "int8_options.json"), "w") as f:
+        json.dump(run.jsonable(summary), f, indent=1)
+    text = markdown(summary)
     with open(os.path.join(args.out, "int8_options.md"), "w") as f:
         f.write(text)
     print(text)
