@@ -9,7 +9,11 @@ attention) and costs less on the runtimes users deploy to:
 - `batch_head_norm`: differential attention's per-head norm as BatchNorm,
   a fixed scale and offset at inference, in place of the RMS norm whose
   RSQRT XNNPACK does not run in int8;
-- both together.
+- both together;
+
+and two diagnostics that are not the paper's design, to show where the rest
+of the latency goes: the four groups undilated, and one 3x3 kernel for all
+channels.
 
 Two parts, side by side in one run:
 
@@ -62,6 +66,14 @@ OPTIONS = (
            {"head_norm": "batch"}),
     Option("_dilated_batch_head_norm", "both: dilated 3x3 kernels and "
            "per-head BatchNorm", dict(DILATED, head_norm="batch")),
+    # Where the rest goes: the same groups undilated (what dilation costs),
+    # and one 3x3 kernel for all channels (no groups, no multi-scale).
+    Option("_groups_3x3_batch_head_norm", "diagnostic: four undilated 3x3 "
+           "groups, per-head BatchNorm",
+           {"kernel_sizes": (3, 3, 3, 3), "head_norm": "batch"}),
+    Option("_kernels_3_batch_head_norm", "diagnostic: one 3x3 kernel for "
+           "all channels (not multi-scale), per-head BatchNorm",
+           {"kernel_sizes": (3,), "head_norm": "batch"}),
 )
 LATENCY_TARGETS = {"1": 1.0, "2": 1.2}
 TRAIN_KEYS = ("cifar_train_images", "cifar_test_images", "neu_image_size",

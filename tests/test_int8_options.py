@@ -26,7 +26,9 @@ def test_options_are_registered_and_reach_the_model():
     table = int8_options.option_models("mdnet_micro")
     assert list(table) == [
         "mdnet_micro", "mdnet_micro_dilated", "mdnet_micro_batch_head_norm",
-        "mdnet_micro_dilated_batch_head_norm"]
+        "mdnet_micro_dilated_batch_head_norm",
+        "mdnet_micro_groups_3x3_batch_head_norm",
+        "mdnet_micro_kernels_3_batch_head_norm"]
     model = baselines.build_model("mdnet_micro_dilated_batch_head_norm")
     assert all(layer.receptive_fields() == [3, 5, 7, 9]
                for layer in layers_of(model, MultiScaleChannelConv))
