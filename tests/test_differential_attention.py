@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from layer_test_util import run_layer_test
 from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers.differential_attention import lambda_init_for_depth
 
@@ -26,7 +27,18 @@ def reference(layer, x):
         layer.lambda_q1, layer.lambda_k1, layer.lambda_q2, layer.lambda_k2))
     lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer.depth)
     lam = np.exp(lq1 @ lk1) - np.exp(lq2 @ lk2) + lambda_init
-    gamma = layer.norm_scale.numpy()
+    if layer.head_norm == "batch":
+        norm = layer.head_batch_norm
+        gamma = norm.gamma.numpy()
+
+        def normalise(o):  # inference: the moving statistics
+            return (o - norm.moving_mean.numpy()) / np.sqrt(
+                norm.moving_variance.numpy() + norm.epsilon)
+    else:
+        gamma = layer.norm_scale.numpy()
+
+        def normalise(o):
+            return o / np.sqrt(np.mean(o * o, axis=-1, keepdims=True) + 1e-5)
     outputs = []
     for sample in x:
         q = sample @ w["wq"] + w["bq"]
@@ -40,8 +52,7 @@ def reference(layer, x):
             a1 = softmax(q1 @ k1.T / math.sqrt(d))
             a2 = softmax(q2 @ k2.T / math.sqrt(d))
             o = (a1 - lam * a2) @ v[:, i * 2 * d:(i + 1) * 2 * d]
-            o = o / np.sqrt(np.mean(o * o, axis=-1, keepdims=True) + 1e-5)
-            heads.append(o * gamma * (1 - lambda_init))
+            heads.append(normalise(o) * gamma * (1 - lambda_init))
         outputs.append(np.concatenate(heads, axis=-1) @ w["wo"] + w["bo"])
     return np.stack(outputs)
 
@@ -49,13 +60,17 @@ def reference(layer, x):
 def randomise(layer, seed=0):
     rng = np.random.default_rng(seed)
     for variable in layer.weights:
-        variable.assign(rng.normal(scale=0.3, size=variable.shape))
+        values = rng.normal(scale=0.3, size=variable.shape)
+        if "variance" in variable.name:
+            values = np.abs(values) + 0.5
+        variable.assign(values)
 
 
+@pytest.mark.parametrize("head_norm", ["rms", "batch"])
 @pytest.mark.parametrize("depth", [0, 3])
-def test_matches_numpy_reference(depth):
+def test_matches_numpy_reference(depth, head_norm):
     x = np.random.default_rng(1).normal(size=(2, 16, 32)).astype("float32")
-    layer = DifferentialAttention(num_heads=2, depth=depth)
+    layer = DifferentialAttention(num_heads=2, depth=depth, head_norm=head_norm)
     layer.build(x.shape)
     randomise(layer)
     np.testing.assert_allclose(
@@ -131,8 +146,33 @@ def test_bad_head_count_names_the_values():
         DifferentialAttention(num_heads=0)
 
 
-def test_config_round_trip():
-    layer = DifferentialAttention(num_heads=2, depth=4, head_dim=8)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_heads": 2, "depth": 4, "head_dim": 8},
+        {"num_heads": 2, "head_norm": "batch"},
+        {"num_heads": 1, "lambda_init": 0.5, "use_bias": False},
+    ],
+)
+def test_layer_checks(kwargs):
+    layer = run_layer_test(DifferentialAttention, kwargs, (2, 16, 32),
+                           (2, 16, 32))
     clone = DifferentialAttention.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
     assert clone.lambda_init == layer.lambda_init
+
+
+def test_batch_head_norm_learns_statistics_and_has_no_rms_scale():
+    layer = DifferentialAttention(num_heads=2, head_norm="batch")
+    x = np.random.default_rng(0).normal(size=(4, 16, 32)).astype("float32")
+    layer(x)
+    assert not hasattr(layer, "norm_scale")
+    assert layer.head_batch_norm.gamma.shape == (16,)
+    before = layer.head_batch_norm.moving_mean.numpy().copy()
+    training = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert np.abs(layer.head_batch_norm.moving_mean.numpy() - before).max() > 0
+    assert not np.allclose(training, keras.ops.convert_to_numpy(layer(x)))
+
+
+def test_bad_head_norm_names_the_value():
+    with pytest.raises(ValueError, match="head_norm='layer'"):
+        DifferentialAttention(num_heads=2, head_norm="layer")

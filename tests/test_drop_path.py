@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from layer_test_util import run_layer_test
 from mdnet_keras.layers import DropPath
 
 
@@ -23,6 +24,6 @@ def test_bad_rate():
         DropPath(1.0)
 
 
-def test_config_round_trip():
-    layer = DropPath(0.1, seed=3)
-    assert DropPath.from_config(layer.get_config()).get_config() == layer.get_config()
+def test_layer_checks():
+    run_layer_test(DropPath, {"rate": 0.1, "seed": 3}, (4, 3, 3, 2),
+                   (4, 3, 3, 2))

@@ -97,6 +97,8 @@ def test_drop_path_rate_rises_linearly():
         ({"attention": "linear"}, "Received: linear"),
         ({"pooling": "mean", "include_top": False}, "Received: mean"),
         ({"weights": "no/such/file.keras"}, "no/such/file.keras"),
+        ({"dilation_rates": (1, 2)}, "one entry per kernel size"),
+        ({"head_norm": "layer"}, "head_norm='layer'"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, message):
@@ -112,8 +114,32 @@ def test_wrong_input_rank_or_channels_at_call_time():
         model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0)
 
 
-def test_keras_save_load_gives_identical_predictions(tmp_path):
-    model = MDNet(num_classes=5, **TINY)
+DILATED_BATCH_NORM = dict(
+    kernel_sizes=(3, 3, 3, 3), dilation_rates=(1, 2, 3, 4), head_norm="batch"
+)
+
+
+def test_dilation_and_head_norm_reach_every_block():
+    from mdnet_keras.layers import MultiScaleChannelConv
+
+    model = MDNet(num_classes=5, **TINY, **DILATED_BATCH_NORM)
+    convs = [layer for layer in model.layers
+             if isinstance(layer, MultiScaleChannelConv)]
+    attention = [layer for layer in model.layers
+                 if isinstance(layer, DifferentialAttention)]
+    assert convs and attention
+    assert all(layer.receptive_fields() == [3, 5, 7, 9] for layer in convs)
+    assert all(layer.head_norm == "batch" for layer in attention)
+    default = MDNet(num_classes=5, **TINY)
+    assert all(layer.dilation_rates is None for layer in default.layers
+               if isinstance(layer, MultiScaleChannelConv))
+    assert all(layer.head_norm == "rms" for layer in default.layers
+               if isinstance(layer, DifferentialAttention))
+
+
+@pytest.mark.parametrize("options", [{}, DILATED_BATCH_NORM])
+def test_keras_save_load_gives_identical_predictions(tmp_path, options):
+    model = MDNet(num_classes=5, **TINY, **options)
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
@@ -187,14 +213,16 @@ print("jax fit loss", loss)
 """
 
 
-def test_same_outputs_under_jax_and_one_fit_step(tmp_path):
+@pytest.mark.parametrize("options", [{}, DILATED_BATCH_NORM])
+def test_same_outputs_under_jax_and_one_fit_step(tmp_path, options):
     pytest.importorskip("jax")
-    model = MDNet(num_classes=5, **TINY)
+    kwargs = dict(TINY, **options)
+    model = MDNet(num_classes=5, **kwargs)
     model.save_weights(tmp_path / "w.weights.h5")
     x = images(4)
     np.save(tmp_path / "x.npy", x)
     script = tmp_path / "run_jax.py"
-    script.write_text(JAX_SCRIPT.format(kwargs=repr(TINY)))
+    script.write_text(JAX_SCRIPT.format(kwargs=repr(kwargs)))
     env = dict(os.environ, KERAS_BACKEND="jax")
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "w.weights.h5"),

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from layer_test_util import run_layer_test
 from mdnet_keras.layers import PixelNormalization
 
 
@@ -21,6 +22,9 @@ def test_bad_arguments():
         PixelNormalization(mean=[0.5], std=[0.0])
 
 
-def test_config_round_trip():
-    layer = PixelNormalization(mean=[0.1], std=[0.2])
-    assert PixelNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
+@pytest.mark.parametrize("channels", [1, 3])
+def test_layer_checks(channels):
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, channels))
+    run_layer_test(PixelNormalization,
+                   {"mean": [0.1] * channels, "std": [0.2] * channels},
+                   pixels.shape, pixels.shape, input_data=pixels)

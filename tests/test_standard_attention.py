@@ -1,7 +1,9 @@
 import math
 
 import numpy as np
+import pytest
 
+from layer_test_util import run_layer_test
 from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers import StandardAttention
 
@@ -48,6 +50,9 @@ def test_returns_maps_of_all_heads():
     assert scores.shape == (1, 4, 9, 9)
 
 
-def test_config_round_trip():
-    layer = StandardAttention(num_heads=2, head_dim=4, use_bias=False)
-    assert StandardAttention.from_config(layer.get_config()).get_config() == layer.get_config()
+@pytest.mark.parametrize("kwargs", [
+    {"num_heads": 2, "head_dim": 4, "use_bias": False},
+    {"num_heads": 2},
+])
+def test_layer_checks(kwargs):
+    run_layer_test(StandardAttention, kwargs, (2, 9, 16), (2, 9, 16))

@@ -8,6 +8,11 @@ from keras import ops
 from mdnet_keras.layers.attention_base import SelfAttentionBase
 
 RMS_NORM_EPSILON = 1e-5
+HEAD_NORMS = ("rms", "batch")
+# As MDNet's own BatchNorms: short CPU budgets need moving statistics that
+# follow the weights within a few hundred steps.
+BATCH_NORM_MOMENTUM = 0.9
+BATCH_NORM_EPSILON = 1e-3
 
 
 def lambda_init_for_depth(depth):
@@ -40,6 +45,13 @@ class DifferentialAttention(SelfAttentionBase):
     op), heads are sliced from 4-D tensors, and softmax and the norm run in
     float32 under mixed precision.
 
+    `head_norm="batch"` normalises each head's 2d features with BatchNorm
+    instead (statistics over the batch and the tokens, shared by the heads,
+    a learned scale and no shift, like the RMS norm's). At inference it is a
+    fixed per-feature scale and offset, so the int8 graph has a MUL and an
+    ADD where the RMS norm leaves an RSQRT, which XNNPACK does not run in
+    int8 (every RSQRT splits its graph).
+
     References:
         - [Differential Transformer](https://arxiv.org/abs/2410.05258)
           (Ye et al., 2024)
@@ -51,6 +63,9 @@ class DifferentialAttention(SelfAttentionBase):
         depth: int, 0-based index of the block, which sets lambda_init.
             Defaults to 0.
         lambda_init: optional float overriding the depth schedule.
+        head_norm: `"rms"` (the paper's per-head RMS norm) or `"batch"`
+            (BatchNorm over each head's features; no RSQRT at inference).
+            Defaults to `"rms"`.
         use_bias: bool, whether the projections have biases. Defaults to
             `True`.
         kernel_initializer: initializer of the projection kernels. Defaults
@@ -74,8 +89,16 @@ class DifferentialAttention(SelfAttentionBase):
     (1, 64, 32)
     """
 
-    def __init__(self, num_heads, depth=0, lambda_init=None, **kwargs):
+    def __init__(
+        self, num_heads, depth=0, lambda_init=None, head_norm="rms", **kwargs
+    ):
         super().__init__(num_heads, **kwargs)
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(
+                f"`head_norm` must be one of {HEAD_NORMS}. Received: "
+                f"head_norm={head_norm!r}"
+            )
+        self.head_norm = head_norm
         self.depth = depth
         self.lambda_init = (
             lambda_init_for_depth(depth) if lambda_init is None else lambda_init
@@ -96,9 +119,21 @@ class DifferentialAttention(SelfAttentionBase):
             )
             for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")
         )
-        self.norm_scale = self.add_weight(
-            shape=(2 * self.key_dim,), initializer="ones", name="norm_scale"
-        )
+        if self.head_norm == "batch":
+            self.head_batch_norm = keras.layers.BatchNormalization(
+                momentum=BATCH_NORM_MOMENTUM,
+                epsilon=BATCH_NORM_EPSILON,
+                center=False,
+                dtype=self.dtype_policy,
+                name="head_norm",
+            )
+            self.head_batch_norm.build(
+                (None, self.num_heads, None, 2 * self.key_dim)
+            )
+        else:
+            self.norm_scale = self.add_weight(
+                shape=(2 * self.key_dim,), initializer="ones", name="norm_scale"
+            )
 
     def lambda_value(self):
         """The current scalar lambda."""
@@ -114,7 +149,11 @@ class DifferentialAttention(SelfAttentionBase):
         second = probs[:, self.num_heads :]
         lam = ops.cast(self.lambda_value(), probs.dtype)
         difference = first - lam * second
-        outputs = self.head_rms_norm(ops.matmul(difference, value))
+        outputs = ops.matmul(difference, value)
+        if self.head_norm == "batch":
+            outputs = self.head_batch_norm(outputs)
+        else:
+            outputs = self.head_rms_norm(outputs)
         outputs = outputs * ops.cast(1.0 - self.lambda_init, outputs.dtype)
         maps = {"softmax_1": first, "softmax_2": second, "difference": difference}
         return outputs, maps
@@ -131,5 +170,11 @@ class DifferentialAttention(SelfAttentionBase):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"depth": self.depth, "lambda_init": self.lambda_init})
+        config.update(
+            {
+                "depth": self.depth,
+                "lambda_init": self.lambda_init,
+                "head_norm": self.head_norm,
+            }
+        )
         return config

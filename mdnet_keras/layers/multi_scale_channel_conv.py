@@ -157,6 +157,34 @@ def pieced_depthwise_conv(inputs, kernel, strides, max_taps):
     return outputs
 
 
+def same_subsample(outputs, size, strides):
+    """Every `strides`-th pixel of a stride-1 "same" convolution's output,
+    the pixels that the strided "same" convolution computes.
+
+    A strided "same" convolution centres its outputs at `strides * i +
+    offset`, `offset` set by how TensorFlow and TFLite split the padding
+    (see `same_padding`). The subsample is a 1x1 depthwise convolution of
+    ones at the stride: XNNPACK leaves a strided STRIDED_SLICE and 1x1
+    pooling out of its graph and runs this.
+
+    Args:
+        outputs: tensor `(batch, height, width, channels)`, stride 1.
+        size: tuple `(height, width)` of the input, static.
+        strides: int, the stride.
+
+    Returns:
+        The subsampled tensor.
+    """
+    offsets = []
+    for n in size:
+        output_size = -(-n // strides)
+        offsets.append(-(((output_size - 1) * strides - n + 1) // 2))
+    outputs = outputs[:, offsets[0] :, offsets[1] :, :]
+    dtype = keras.backend.standardize_dtype(outputs.dtype)
+    ones = ops.ones((1, 1, outputs.shape[-1], 1), dtype)
+    return ops.depthwise_conv(outputs, ones, strides=strides, padding="valid")
+
+
 @keras.saving.register_keras_serializable(package="mdnet")
 class MultiScaleChannelConv(keras.layers.Layer):
     """Depthwise convolution with a different kernel size per channel group.
@@ -168,9 +196,17 @@ class MultiScaleChannelConv(keras.layers.Layer):
     cost of one depthwise convolution. With a single kernel size it is exactly
     `keras.layers.DepthwiseConv2D`.
 
+    Groups may be dilated instead of large: `kernel_sizes=(3, 3, 3, 3)` with
+    `dilation_rates=(1, 2, 3, 4)` gives the receptive fields of 3/5/7/9
+    kernels at 9 taps each. XNNPACK and TFLite Micro run a dilated
+    depthwise kernel at the cost of its taps; a large dense kernel costs
+    its full size (and above 25 taps leaves XNNPACK's fast path).
+
     References:
         - [MixConv: Mixed Depthwise Convolutional Kernels](
             https://arxiv.org/abs/1907.09595) (Tan & Le, 2019)
+        - [Multi-Scale Context Aggregation by Dilated Convolutions](
+            https://arxiv.org/abs/1511.07122) (Yu & Koltun, 2016)
 
     Args:
         kernel_sizes: list of odd ints, one kernel size per channel group.
@@ -179,6 +215,14 @@ class MultiScaleChannelConv(keras.layers.Layer):
             group (same length as `kernel_sizes`, summing to the input
             channels). Defaults to `None`: equal groups.
         strides: int, the stride of every group's convolution. Defaults to 1.
+            With a dilated group and a stride above 1 (which TensorFlow's
+            convolutions do not take together) every group is computed at
+            stride 1 and the result subsampled (`same_subsample`): the same
+            values as a strided convolution.
+        dilation_rates: optional list of positive ints, one dilation rate
+            per group (same length as `kernel_sizes`). A group of kernel
+            size k and dilation d sees `d * (k - 1) + 1` pixels across.
+            Defaults to `None`: no dilation.
         use_bias: bool, whether to add a bias. Defaults to `False`.
         kernel_initializer: initializer for the depthwise kernels.
             Defaults to `"he_normal"`.
@@ -207,6 +251,9 @@ class MultiScaleChannelConv(keras.layers.Layer):
     >>> layer = MultiScaleChannelConv(kernel_sizes=(3, 5, 7, 9))
     >>> tuple(layer(np.zeros((1, 16, 16, 32))).shape)
     (1, 16, 16, 32)
+    >>> dilated = MultiScaleChannelConv((3, 3, 3, 3), dilation_rates=(1, 2, 3, 4))
+    >>> dilated.receptive_fields()
+    [3, 5, 7, 9]
     """
 
     def __init__(
@@ -217,6 +264,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
         use_bias=False,
         kernel_initializer="he_normal",
         max_kernel_taps=None,
+        dilation_rates=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -235,7 +283,19 @@ class MultiScaleChannelConv(keras.layers.Layer):
                 "`channel_split` needs one entry per kernel size. Received: "
                 f"channel_split={channel_split}, kernel_sizes={kernel_sizes}"
             )
+        if dilation_rates is not None and (
+            len(dilation_rates) != len(kernel_sizes)
+            or any(int(d) != d or d < 1 for d in dilation_rates)
+        ):
+            raise ValueError(
+                "`dilation_rates` must be None or one positive int per kernel "
+                f"size. Received: dilation_rates={dilation_rates}, "
+                f"kernel_sizes={kernel_sizes}"
+            )
         self.kernel_sizes = kernel_sizes
+        self.dilation_rates = (
+            None if dilation_rates is None else [int(d) for d in dilation_rates]
+        )
         self.channel_split = (
             None if channel_split is None else list(channel_split)
         )
@@ -250,6 +310,20 @@ class MultiScaleChannelConv(keras.layers.Layer):
                 f"max_kernel_taps={max_kernel_taps}"
             )
         self.max_kernel_taps = max_kernel_taps
+
+    def dilations(self):
+        """The dilation rate of each group."""
+        return self.dilation_rates or [1] * len(self.kernel_sizes)
+
+    def receptive_fields(self):
+        """The pixels each group sees across: `d * (k - 1) + 1`."""
+        return [
+            d * (k - 1) + 1 for k, d in zip(self.kernel_sizes, self.dilations())
+        ]
+
+    def subsamples(self):
+        """Whether the groups run at stride 1 and the output is subsampled."""
+        return self.strides > 1 and max(self.dilations()) > 1
 
     def group_sizes(self, channels):
         """Returns the number of channels of each kernel group."""
@@ -269,10 +343,11 @@ class MultiScaleChannelConv(keras.layers.Layer):
             self.add_weight(
                 shape=(size, size, group, 1),
                 initializer=unshared(self.kernel_initializer),
-                name=f"kernel_{size}x{size}",
+                name=f"kernel_{size}x{size}"
+                + (f"_dilation{dilation}" if dilation > 1 else ""),
             )
-            for size, group in zip(
-                self.kernel_sizes, self.group_sizes(channels)
+            for size, dilation, group in zip(
+                self.kernel_sizes, self.dilations(), self.group_sizes(channels)
             )
         ]
         self.bias = (
@@ -283,29 +358,39 @@ class MultiScaleChannelConv(keras.layers.Layer):
 
     def call(self, inputs):
         groups = self._split(inputs)
+        strides = 1 if self.subsamples() else self.strides
         outputs = [
-            self._depthwise(group, kernel)
-            for group, kernel in zip(groups, self.kernels)
+            self._depthwise(group, kernel, strides, dilation)
+            for group, kernel, dilation in zip(
+                groups, self.kernels, self.dilations()
+            )
         ]
         outputs = (
             outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, -1)
         )
+        if self.subsamples():
+            outputs = same_subsample(outputs, inputs.shape[1:3], self.strides)
         if self.bias is not None:
             outputs = outputs + self.bias
         return outputs
 
-    def _depthwise(self, inputs, kernel):
+    def _depthwise(self, inputs, kernel, strides, dilation):
         size = kernel.shape[0]
         if (
             self.max_kernel_taps is None
             or size * size <= self.max_kernel_taps
             or None in inputs.shape[1:3]
+            or dilation > 1
         ):
             return ops.depthwise_conv(
-                inputs, kernel, strides=self.strides, padding="same"
+                inputs,
+                kernel,
+                strides=strides,
+                padding="same",
+                dilation_rate=dilation,
             )
         return pieced_depthwise_conv(
-            inputs, kernel, self.strides, self.max_kernel_taps
+            inputs, kernel, strides, self.max_kernel_taps
         )
 
     def _split(self, inputs):
@@ -332,9 +417,17 @@ class MultiScaleChannelConv(keras.layers.Layer):
         return (batch, reduce(height), reduce(width), channels)
 
     def count_macs(self, input_shape):
-        """Multiply-accumulates for one image of `input_shape` (HWC)."""
-        _, height, width, _ = self.compute_output_shape((1, *input_shape))
-        return sum(
+        """Multiply-accumulates for one image of `input_shape` (HWC): the
+        taps of every group at the resolution it is computed at, and the
+        subsample's one per output element."""
+        _, height, width, channels = self.compute_output_shape(
+            (1, *input_shape)
+        )
+        subsample = 0
+        if self.subsamples():
+            subsample = height * width * channels
+            height, width = input_shape[:2]
+        return subsample + sum(
             size * size * group * height * width
             for size, group in zip(
                 self.kernel_sizes, self.group_sizes(input_shape[-1])
@@ -353,6 +446,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
                     self.kernel_initializer
                 ),
                 "max_kernel_taps": self.max_kernel_taps,
+                "dilation_rates": self.dilation_rates,
             }
         )
         return config

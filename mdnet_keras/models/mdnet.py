@@ -27,6 +27,8 @@ ATTENTION_LAYERS = {
     "standard": StandardAttention,
 }
 STAGE_TYPES = ("conv", "mdiff")
+# Architecture keys a variant's config may leave out.
+ARCHITECTURE_DEFAULTS = {"dilation_rates": None, "head_norm": "rms"}
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def MultiScaleConvBlock(
     strides,
     expansion_ratio,
     kernel_sizes,
+    dilation_rates,
     activation,
     drop_path_rate,
     name,
@@ -78,7 +81,10 @@ def MultiScaleConvBlock(
             in_channels * expansion_ratio, 1, 1, activation, f"{name}_expand"
         )(inputs)
         x = MultiScaleChannelConv(
-            kernel_sizes, strides=strides, name=f"{name}_multiscale"
+            kernel_sizes,
+            strides=strides,
+            dilation_rates=dilation_rates,
+            name=f"{name}_multiscale",
         )(x)
         x = batch_norm(f"{name}_multiscale_bn")(x)
         x = keras.layers.Activation(activation, name=f"{name}_multiscale_act")(
@@ -97,10 +103,12 @@ def MDIFFormerBlock(
     num_heads,
     depth,
     kernel_sizes,
+    dilation_rates,
     mlp_ratio,
     activation,
     drop_path_rate,
     attention,
+    head_norm,
     name,
 ):
     """The Multi-scale Differential Transformer block.
@@ -123,16 +131,20 @@ def MDIFFormerBlock(
 
     def apply(inputs):
         _, height, width, channels = inputs.shape
-        x = MultiScaleChannelConv(kernel_sizes, name=f"{name}_multiscale")(
-            inputs
-        )
+        x = MultiScaleChannelConv(
+            kernel_sizes,
+            dilation_rates=dilation_rates,
+            name=f"{name}_multiscale",
+        )(inputs)
         x = residual(inputs, batch_norm(f"{name}_multiscale_bn")(x), "local")
 
         tokens = batch_norm(f"{name}_attention_norm")(x)
         tokens = keras.layers.Reshape(
             (height * width, channels), name=f"{name}_to_tokens"
         )(tokens)
-        tokens = attention_layer(attention, num_heads, depth, name)(tokens)
+        tokens = attention_layer(attention, num_heads, depth, head_norm, name)(
+            tokens
+        )
         tokens = keras.layers.Reshape(
             (height, width, channels), name=f"{name}_to_map"
         )(tokens)
@@ -148,10 +160,13 @@ def MDIFFormerBlock(
     return apply
 
 
-def attention_layer(kind, num_heads, depth, block_name):
+def attention_layer(kind, num_heads, depth, head_norm, block_name):
     if kind == "differential":
         return DifferentialAttention(
-            num_heads, depth=depth, name=f"{block_name}_attention"
+            num_heads,
+            depth=depth,
+            head_norm=head_norm,
+            name=f"{block_name}_attention",
         )
     return StandardAttention(num_heads, name=f"{block_name}_attention")
 
@@ -190,7 +205,8 @@ def resolve_architecture(variant, overrides):
             f"Unknown MDNet variant '{variant}'. Choose one of "
             f"{sorted(MDNET_VARIANTS)}."
         )
-    config = dict(MDNET_VARIANTS[variant]["config"])
+    config = dict(ARCHITECTURE_DEFAULTS)
+    config.update(MDNET_VARIANTS[variant]["config"])
     config.update({k: v for k, v in overrides.items() if v is not None})
     lengths = {
         key: len(config[key])
@@ -200,6 +216,14 @@ def resolve_architecture(variant, overrides):
         raise ValueError(
             f"Per-stage arguments must have one entry per stage. Received "
             f"lengths: {lengths}"
+        )
+    if config["dilation_rates"] is not None and len(
+        config["dilation_rates"]
+    ) != len(config["kernel_sizes"]):
+        raise ValueError(
+            "`dilation_rates` needs one entry per kernel size. Received: "
+            f"dilation_rates={config['dilation_rates']}, "
+            f"kernel_sizes={config['kernel_sizes']}"
         )
     unknown = set(config["stage_types"]) - set(STAGE_TYPES)
     if unknown:
@@ -236,6 +260,8 @@ def MDNet(
     stage_types=None,
     num_heads=None,
     kernel_sizes=None,
+    dilation_rates=None,
+    head_norm=None,
     expansion_ratio=None,
     mlp_ratio=None,
     head_channels=None,
@@ -299,6 +325,13 @@ def MDNet(
             and keys get 2H heads); ignored for conv stages.
         kernel_sizes: tuple of odd ints, the kernel size of each channel
             group in `MultiScaleChannelConv`.
+        dilation_rates: tuple of positive ints, the dilation of each
+            channel group (same length as `kernel_sizes`), or `None` for
+            none: `kernel_sizes=(3, 3, 3, 3)` with `(1, 2, 3, 4)` sees as
+            far as 3/5/7/9 kernels at 9 taps per group.
+        head_norm: `"rms"` or `"batch"`, the per-head norm of differential
+            attention (see `DifferentialAttention`; `"batch"` leaves no
+            RSQRT in an int8 model).
         expansion_ratio: int, expansion of the inverted residual blocks.
         mlp_ratio: int, hidden width of the MDIFFormer MLP over its input.
         head_channels: int, width of the final 1x1 conv.
@@ -340,6 +373,8 @@ def MDNet(
             "stage_types": stage_types,
             "num_heads": num_heads,
             "kernel_sizes": kernel_sizes,
+            "dilation_rates": dilation_rates,
+            "head_norm": head_norm,
             "expansion_ratio": expansion_ratio,
             "mlp_ratio": mlp_ratio,
             "head_channels": head_channels,
@@ -405,6 +440,7 @@ def backbone_stages(x, arch, attention, activation, drop_path_rate):
                     2 if transition and stage > 1 else 1,
                     arch["expansion_ratio"],
                     arch["kernel_sizes"],
+                    arch["dilation_rates"],
                     activation,
                     rate,
                     name,
@@ -414,10 +450,12 @@ def backbone_stages(x, arch, attention, activation, drop_path_rate):
                     heads,
                     block_index,
                     arch["kernel_sizes"],
+                    arch["dilation_rates"],
                     arch["mlp_ratio"],
                     activation,
                     rate,
                     attention,
+                    arch["head_norm"],
                     name,
                 )(x)
             block_index += 1

@@ -1,0 +1,87 @@
+"""The int8 options benchmark: its option table, and its quick run end to
+end (each option changes the int8 graph the way its name says)."""
+
+import json
+import pathlib
+import sys
+
+import keras
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import baselines  # noqa: E402
+from benchmarks import int8_options  # noqa: E402
+from mdnet_keras.layers import DifferentialAttention  # noqa: E402
+from mdnet_keras.layers import MultiScaleChannelConv  # noqa: E402
+
+
+def layers_of(model, cls):
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+def test_options_are_registered_and_reach_the_model():
+    table = int8_options.option_models("mdnet_micro")
+    assert list(table) == [
+        "mdnet_micro", "mdnet_micro_dilated", "mdnet_micro_batch_head_norm",
+        "mdnet_micro_dilated_batch_head_norm",
+        "mdnet_micro_groups_3x3_batch_head_norm",
+        "mdnet_micro_kernels_3_batch_head_norm"]
+    model = baselines.build_model("mdnet_micro_dilated_batch_head_norm")
+    assert all(layer.receptive_fields() == [3, 5, 7, 9]
+               for layer in layers_of(model, MultiScaleChannelConv))
+    assert all(layer.head_norm == "batch"
+               for layer in layers_of(model, DifferentialAttention))
+    default = baselines.build_model("mdnet_micro")
+    assert all(layer.kernel_sizes == [3, 5, 7, 9] and
+               layer.dilation_rates is None
+               for layer in layers_of(default, MultiScaleChannelConv))
+    ordered = int8_options.option_models(
+        "mdnet_micro", ["dilated_batch_head_norm", "default"])
+    assert list(ordered) == ["mdnet_micro_dilated_batch_head_norm",
+                             "mdnet_micro"]
+    with pytest.raises(ValueError, match="Unknown options \\['wide'\\]"):
+        int8_options.option_models("mdnet_micro", ["wide"])
+
+
+def test_quick_run_end_to_end(tmp_path):
+    int8_options.main(["--quick", "--options=default,dilated_batch_head_norm",
+                       f"--out={tmp_path}"])
+    results = json.loads((tmp_path / "int8_options.json").read_text())
+    rows = results["models"]
+    assert set(rows) == {"mdnet_micro", "mdnet_micro_dilated_batch_head_norm",
+                         "resnet20"}
+    base, option = rows["mdnet_micro"], rows[
+        "mdnet_micro_dilated_batch_head_norm"]
+    for row in rows.values():
+        for mode in ("int8", "float32"):
+            assert row["latency_ms"][mode]["1"] > 0
+            assert row["latency_ms"][mode]["2"] > 0
+        assert row["micro"]["arena_bytes"] > 0
+        assert 0 <= row["edgetpu"]["tpu_mac_share"] <= 1
+    assert base["int8_vs_reference"]["1"] == pytest.approx(
+        base["latency_ms"]["int8"]["1"] / rows["resnet20"]["latency_ms"][
+            "int8"]["1"])
+    # The batch head norm takes the RSQRT out; dilated 3x3 kernels need
+    # fewer weights and MACs than 3/5/7/9 kernels.
+    assert "RSQRT" in base["int8_xnnpack"]["left_out_by_type"]
+    assert set(option["int8_xnnpack"]["left_out_by_type"]) == {"SOFTMAX"}
+    assert option["int8_xnnpack"]["partitions"] < base["int8_xnnpack"][
+        "partitions"]
+    assert option["macs"] < base["macs"]
+    assert option["params"] < base["params"]
+    for name in ("mdnet_micro", "mdnet_micro_dilated_batch_head_norm"):
+        assert 0 <= rows[name]["top1"]["0"] <= 1
+        verdict = results["verdicts"][name]
+        assert set(verdict) == {"int8_1_threads", "int8_2_threads", "top1"}
+        assert verdict["top1"]["met"] is None  # one seed: inconclusive
+    markdown = (tmp_path / "int8_options.md").read_text()
+    assert "| mdnet_micro_dilated_batch_head_norm |" in markdown
+    # Neither part: the Markdown again from the JSON, nothing recomputed.
+    (tmp_path / "int8_options.md").unlink()
+    int8_options.main(["--quick", "--parts=", f"--out={tmp_path}",
+                       "--options=default,dilated_batch_head_norm"])
+    assert (tmp_path / "int8_options.md").read_text() == markdown
+    keras.backend.clear_session()
