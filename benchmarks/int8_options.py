@@ -22,13 +22,13 @@ Two parts, side by side in one run:
    (calibrated on the CIFAR-10 sample shipped in the package) and float32:
    params, MACs, XNNPACK partitions and the ops left out of them, batch-1
    latency at 1 and 2 threads of every (model, mode, threads) in turn in
-   interleaved rounds (`benchmarks.run.latency_entry`), the TFLite Micro
+   interleaved rounds (`benchmarks.suite_tflite.latency_entry`), the TFLite Micro
    arena of the model the convert command makes for microcontrollers (whole
    kernels) and whether it runs in the TFLM interpreter (argmax agreement
    with LiteRT on a few images), and the Edge TPU estimate.
 2. `accuracy`: CIFAR-10 top-1 under the CPU suite's budget and recipe
    (`benchmarks/run.py --suite=cpu`: 2 epochs on 5,000 class-balanced
-   training images, all 10,000 test images, `benchmarks.run.train_entry`),
+   training images, all 10,000 test images, `benchmarks.suite_accuracy.train_entry`),
    every option and today's default with the same seeds.
 
 Each part keeps its own results, `<out>/deploy.json` and
@@ -55,6 +55,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import baselines  # noqa: E402
 from benchmarks import run  # noqa: E402
+from benchmarks import suite_tflite  # noqa: E402
+from benchmarks import suite_results  # noqa: E402
+from benchmarks import suite_data  # noqa: E402
+from benchmarks import suite_accuracy  # noqa: E402
 
 Option = collections.namedtuple("Option", ["suffix", "description", "kwargs"])
 
@@ -97,7 +101,7 @@ def option_models(variant, selected=None):
     """name -> `Option` of MDNet `variant`, in the order of `selected` (option
     names: the suffix without its underscore, "default" for today's; all
     when None); registers each in `benchmarks.baselines.MODELS` so that
-    `run.train_entry` builds it."""
+    `suite_accuracy.train_entry` builds it."""
     by_name = {option.suffix[1:] or "default": option for option in OPTIONS}
     unknown = set(selected or ()) - set(by_name)
     if unknown:
@@ -186,20 +190,20 @@ def deploy_entries(results, names, budget, tmp_dir, clock):
                  for mode in ("int8", "float32")]
         if not all(map(os.path.exists, files)):  # facts without their files
             results.data.get("models", {}).pop(name, None)
-        run.cached(results, clock, ("models", name),
+        suite_results.cached(results, clock, ("models", name),
                    lambda: deploy_facts(name, budget, images, tmp_dir),
                    optional=False)
-    latency = run.latency_entry(names, budget, tmp_dir, clock)
+    latency = suite_tflite.latency_entry(names, budget, tmp_dir, clock)
     results.put(dict(latency, models=names), "latency")
 
 
 def accuracy_entries(results, names, budget, tmp_dir, clock):
-    data = run.load_benchmark_data(budget)["cifar10"]
+    data = suite_data.load_benchmark_data(budget)["cifar10"]
     results.put(data["facts"], "data")
     for seed in budget["seeds"]:
         for name in names:
-            run.cached(results, clock, ("models", name, str(seed)),
-                       lambda: run.train_entry(
+            suite_results.cached(results, clock, ("models", name, str(seed)),
+                       lambda: suite_accuracy.train_entry(
                            name, "cifar10", data, seed, budget,
                            budget["epochs"], tmp_dir, clock),
                        optional=False)
@@ -378,10 +382,10 @@ def main(argv=None):
     budget = BUDGETS["quick" if args.quick else "full"]
     names = list(option_models(
         budget["variant"], args.options and args.options.split(",")))
-    clock = run.Clock(deadline_minutes=float("inf"))
+    clock = suite_results.Clock(deadline_minutes=float("inf"))
     models = names + [budget["reference"]]
     for part in [part for part in args.parts.split(",") if part]:
-        results = run.Results.open(
+        results = suite_results.Results.open(
             os.path.join(args.out, f"{part}.json"), f"int8_options_{part}",
             budget, models, command, fresh=args.fresh)
         tmp_dir = os.path.join(args.out, "tmp", part)
@@ -400,7 +404,7 @@ def main(argv=None):
     summary = summarise(parts["deploy"], parts.get("accuracy"))
     summary["verdicts"] = verdicts(summary, budget["variant"])
     with open(os.path.join(args.out, "int8_options.json"), "w") as f:
-        json.dump(run.jsonable(summary), f, indent=1)
+        json.dump(suite_results.jsonable(summary), f, indent=1)
     text = markdown(summary)
     with open(os.path.join(args.out, "int8_options.md"), "w") as f:
         f.write(text)

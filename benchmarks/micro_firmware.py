@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import baselines  # noqa: E402
-from benchmarks import run  # noqa: E402
+from benchmarks import suite_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TFLM_DIR = os.path.join(os.path.dirname(ROOT), "shared", "tflm")
@@ -184,10 +184,10 @@ def measure(budget, tflm_dir):
     missing = micro_build.missing_tools()
     if missing:
         raise SystemExit("micro_firmware needs: " + "; ".join(missing))
-    clock = run.Clock(deadline_minutes=float("inf"))
+    clock = suite_results.Clock(deadline_minutes=float("inf"))
     ds = load_data(budget)
-    results = {"budget": budget, "machine": run.machine_info(),
-               "versions": run.versions(), "date": run.now(),
+    results = {"budget": budget, "machine": suite_results.machine_info(),
+               "versions": suite_results.versions(), "date": suite_results.now(),
                "tflm_dir": os.path.abspath(tflm_dir), "targets": TARGETS,
                "toolchain": {t: subprocess.run([t, "--version"], capture_output=True,
                                                text=True).stdout.splitlines()[0]
@@ -319,7 +319,7 @@ def main(argv=None):
     results["command"] = command
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "micro_firmware.json"), "w") as f:
-        json.dump(run.jsonable(results), f, indent=1)
+        json.dump(suite_results.jsonable(results), f, indent=1)
     text = markdown(results, command)
     with open(os.path.join(args.out, "micro_firmware.md"), "w") as f:
         f.write(text)

@@ -50,7 +50,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks import run  # noqa: E402
+from benchmarks import suite_results  # noqa: E402
 
 NEU_TRAIN = os.path.join(ROOT, "..", "shared", "data", "neu-surface-defects",
                          "train")
@@ -336,7 +336,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child:
         folder, mode, budget_name = args.child
-        print(json.dumps(run.jsonable(measure(folder, mode,
+        print(json.dumps(suite_results.jsonable(measure(folder, mode,
                                               BUDGETS[budget_name]))))
         return 0
     if not os.path.isdir(NEU_TRAIN):
@@ -352,7 +352,7 @@ def main(argv=None):
     results = {"command": " ".join(["python benchmarks/streaming.py",
                                     *(sys.argv[1:] if argv is None
                                       else argv)]),
-               "machine": run.machine_info(), "budget": budget}
+               "machine": suite_results.machine_info(), "budget": budget}
     tmp = args.work_dir or tempfile.mkdtemp(prefix="streaming-bench-")
     try:
         folders = make_folders(tmp, sizes, results)
@@ -362,7 +362,7 @@ def main(argv=None):
                 for mode in (MODES if r % 2 == 0 else MODES[::-1]):
                     row = measure_in_child(folders[n], mode, name)
                     row.update(size=n, round=r)
-                    print(json.dumps(run.jsonable(row)), flush=True)
+                    print(json.dumps(suite_results.jsonable(row)), flush=True)
                     rows.append(row)
     finally:
         if not args.work_dir:
@@ -372,7 +372,7 @@ def main(argv=None):
     results["targets"] = targets(results["summary"])
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "streaming.json"), "w") as f:
-        json.dump(run.jsonable(results), f, indent=1)
+        json.dump(suite_results.jsonable(results), f, indent=1)
     text = markdown(results)
     with open(os.path.join(args.out, "streaming.md"), "w") as f:
         f.write(text)

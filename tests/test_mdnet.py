@@ -57,7 +57,7 @@ def test_variants_are_ordered_and_micro_fits_600kb_of_int8_weights():
 def test_attention_kind_swaps_layer_and_keeps_parameters_within_one_percent():
     differential = MDNet(num_classes=10)
     standard = MDNet(num_classes=10, attention="standard")
-    kinds = lambda m: {type(l) for l in m.layers}  # noqa: E731
+    kinds = lambda m: {type(layer) for layer in m.layers}  # noqa: E731
     assert DifferentialAttention in kinds(differential)
     assert StandardAttention in kinds(standard)
     assert DifferentialAttention not in kinds(standard)
@@ -67,8 +67,9 @@ def test_attention_kind_swaps_layer_and_keeps_parameters_within_one_percent():
 
 def test_lambda_init_follows_block_depth():
     model = MDNet(**TINY)
-    attention = [l for l in model.layers if isinstance(l, DifferentialAttention)]
-    assert [l.depth for l in attention] == [3, 5]
+    attention = [layer for layer in model.layers
+                 if isinstance(layer, DifferentialAttention)]
+    assert [layer.depth for layer in attention] == [3, 5]
 
 
 def test_normalises_raw_pixels_inside():
@@ -80,7 +81,8 @@ def test_normalises_raw_pixels_inside():
 
 def test_drop_path_rate_rises_linearly():
     model = MDNet(drop_path_rate=0.3, **TINY)
-    rates = [l.rate for l in model.layers if l.name.endswith("drop_path")]
+    rates = [layer.rate for layer in model.layers
+             if layer.name.endswith("drop_path")]
     assert rates == sorted(rates) and max(rates) == pytest.approx(0.3)
 
 
