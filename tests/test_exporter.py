@@ -41,9 +41,11 @@ def test_export_writes_report_labels_and_preprocessing(tmp_path):
     pre = json.load(open(side["preprocessing"]))
     assert pre["input_dtype"] == "int8" and pre["input_zero_point"] == -128
     assert pre["resize"] == {"height": 32, "width": 32, "method": "bilinear"}
-    # 100 images < 500: the gate warns and says why instead of failing.
-    assert report["gate"]["status"] == "warn"
-    assert "100 held-out images" in report["gate"]["reason"]
+    # The paired gate's verdict comes with its evidence.
+    gate = report["gate"]
+    assert gate["num_images"] == 100 and "of 100" in gate["reason"]
+    low, high = gate["interval_points"]
+    assert low <= gate["drop_points"] <= high
 
 
 def test_gate_failure_raises_after_writing(tmp_path):
