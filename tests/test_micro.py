@@ -195,3 +195,15 @@ def test_golden_images_round_trip(tmp_path):
         micro_app.write_golden_images(tmp_path, pixels.astype(np.float32), outputs, [0, 1, 2])
     with pytest.raises(ValueError, match="2 labels"):
         micro_app.write_golden_images(tmp_path, pixels, outputs, [0, 1])
+
+
+def test_arena_search_shows_progress(capsys):
+    from mdnet_keras.export import micro
+
+    data = converted("toy", "int8")
+    quiet = micro.find_min_arena(data)
+    capsys.readouterr()
+    assert micro.find_min_arena(data, progress=True) == quiet
+    out = capsys.readouterr().out
+    assert "Searching the smallest TFLite Micro arena" in out
+    assert "allocation" in out

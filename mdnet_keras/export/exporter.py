@@ -204,6 +204,7 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
         images = None if x_eval is None else x_eval[:NUM_MICRO_IMAGES]
         mr = micro.export_micro(out_path, micro_out, images=images,
                                 golden_images=x_eval, golden_labels=y_eval,
+                                progress=verbose,
                                 class_names=class_names, flash_kb=flash_kb,
                                 ram_kb=ram_kb, arena_margin=arena_margin)
         report["micro"] = mr

@@ -76,13 +76,14 @@ def allocates(tflite_bytes, arena_size):
             return False
 
 
-def find_min_arena(tflite_bytes, upper=None):
+def find_min_arena(tflite_bytes, upper=None, progress=False):
     """The smallest tensor-arena size (bytes) that TFLM allocates, by bisection.
 
     Args:
         tflite_bytes: the int8 model.
         upper: a size known to allocate; doubled from 10x the model size
             until it does when not given.
+        progress: bool, a progress bar over the bisection's allocations.
 
     Returns:
         int: `n` such that an arena of `n` bytes allocates and `n - 1` does not.
@@ -98,12 +99,21 @@ def find_min_arena(tflite_bytes, upper=None):
                 f"{hi // 2}-byte arena: unsupported ops or a broken model."
             )
     lo = 0  # lo: known to fail (0 always does)
+    bar = None
+    if progress:
+        import keras
+
+        print("Searching the smallest TFLite Micro arena:")
+        bar = keras.utils.Progbar(max(1, (hi - lo).bit_length()),
+                                  unit_name="allocation")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if allocates(tflite_bytes, mid):
             hi = mid
         else:
             lo = mid
+        if bar is not None:
+            bar.add(1)
     return hi
 
 
@@ -210,9 +220,9 @@ def check_targets(flash_bytes, arena_bytes, flash_kb=None, ram_kb=None):
 
 
 def micro_report(tflite_bytes, images, flash_kb=None, ram_kb=None,
-                 lsb_tolerance=DEFAULT_LSB_TOLERANCE):
+                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, progress=False):
     """Arena, flash, TFLM-vs-LiteRT agreement and the target checks."""
-    arena = find_min_arena(tflite_bytes)
+    arena = find_min_arena(tflite_bytes, progress=progress)
     report = {
         "arena_bytes": arena,
         "arena_fails_below": not allocates(tflite_bytes, arena - 1),
@@ -252,11 +262,12 @@ def golden_set(tflite_bytes, images, labels=None, arena_size=None,
 def export_micro(tflite_path, out_dir, images=None, class_names=None,
                  flash_kb=None, ram_kb=None, arena_margin=0,
                  lsb_tolerance=DEFAULT_LSB_TOLERANCE, golden_images=None,
-                 golden_labels=None, num_golden=micro_app.DEFAULT_NUM_GOLDEN):
+                 golden_labels=None, num_golden=micro_app.DEFAULT_NUM_GOLDEN,
+                 progress=False):
     """The whole micro path for a `.tflite` file: report (on `images`), C
     array, template, and golden images taken from `golden_images` (default:
     `images`), one per class of `golden_labels` (default: of the class
-    Python predicts)."""
+    Python predicts). `progress` shows a bar over the arena search."""
     with open(tflite_path, "rb") as f:
         data = f.read()
     if golden_images is None:
@@ -267,7 +278,8 @@ def export_micro(tflite_path, out_dir, images=None, class_names=None,
     if class_names is None:
         found = find_labels_file(tflite_path)
         class_names = read_labels(found) if found else None
-    report = micro_report(data, images, flash_kb, ram_kb, lsb_tolerance)
+    report = micro_report(data, images, flash_kb, ram_kb, lsb_tolerance,
+                          progress=progress)
     golden = golden_set(data, golden_images, golden_labels, report["arena_bytes"],
                         num_golden)
     report["golden"] = {"num_images": len(golden[0]),
