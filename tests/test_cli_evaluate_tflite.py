@@ -22,10 +22,14 @@ def test_evaluate_tflite_on_test_set(tmp_path):
     _, _, xt, yt, _ = cifar()
     path = tmp_path / "e.tflite"
     export_tflite(model, path, mode="float32", verbose=False)
-    result = evaluate_tflite(str(path), xt, yt)
+    result = evaluate_tflite(str(path), xt, yt, num_classes=10)
     assert result["num_images"] == len(xt)
     assert abs(result["top1"] - acc) < 0.01
     assert np.isfinite(result["ms_per_image"])
+    # A model of another class count is refused, not scored.
+    with pytest.raises(ValueError, match="outputs 10 classes but the data "
+                                         "has 3"):
+        evaluate_tflite(str(path), xt, yt, num_classes=3)
 
 
 def test_evaluate_tflite_takes_the_data_from_its_run_folder():

@@ -28,16 +28,27 @@ define(flags.DEFINE_string, "json_out", None,
 
 
 def evaluate_tflite(tflite_path, x_test, y_test, kernels="default",
-                    verbose=False):
+                    verbose=False, num_classes=None):
     """Top-1 (and top-5 when there are more than 5 classes) of a `.tflite`.
 
-    `verbose` shows a progress bar over the images."""
+    `verbose` shows a progress bar over the images.
+
+    Raises:
+        ValueError: the model's class count is not the data's
+            `num_classes` (when given).
+    """
     import numpy as np
 
     from mdnet_keras.export import LiteRTRunner
 
     with open(tflite_path, "rb") as f:
         runner = LiteRTRunner(f.read(), kernels=kernels)
+    outputs = runner.predict(x_test[:1]).shape[-1]
+    if num_classes is not None and outputs != num_classes:
+        raise ValueError(
+            f"{tflite_path} outputs {outputs} classes but the data has "
+            f"{num_classes}: pass the --dataset / --data the model was "
+            "trained on.")
     start = time.perf_counter()
     probs = runner.predict(x_test, verbose=verbose)
     seconds = time.perf_counter() - start
@@ -73,7 +84,8 @@ def main(argv):
         x, y = ds.x_test, ds.y_test
         if FLAGS.limit:
             x, y = x[: FLAGS.limit], y[: FLAGS.limit]
-        result = evaluate_tflite(FLAGS.tflite, x, y, verbose=True)
+        result = evaluate_tflite(FLAGS.tflite, x, y, verbose=True,
+                                 num_classes=ds.num_classes)
     except (OSError, ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -179,11 +179,10 @@ def compare_with_litert(tflite_bytes, images, arena_size=None,
                         lsb_tolerance=DEFAULT_LSB_TOLERANCE, kernels="reference"):
     """Runs the same images in TFLM and LiteRT and compares the raw outputs.
 
-    The two runtimes round some requantizations differently (measured here:
-    1 LSB from the first MUL/ADD on, 0-2 LSB after SOFTMAX and BATCH_MATMUL),
-    so outputs differ by a few least-significant bits in a shallow model;
-    in a deep one (MDNet-micro: ~140 ops) the 1-LSB differences compound, so
-    judge by argmax agreement and report the largest difference. Compared by
+    The two runtimes round some requantizations differently, so outputs
+    differ by a few least-significant bits in a shallow model; in a deep one
+    the differences compound, so judge by argmax agreement and report the
+    largest difference. Compared by
     default against LiteRT's reference kernels, the closest to TFLM's
     (`kernels="default"` uses XNNPACK, which differs more). The comparison
     counts images whose largest difference exceeds `lsb_tolerance`.
