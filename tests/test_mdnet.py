@@ -272,3 +272,24 @@ def test_shipped_cifar10_weights_classify_the_embedded_sample():
     predicted = model.predict(sample.x_test.astype("float32"), verbose=0).argmax(-1)
     # Measured 0.845; a broken file or a renamed layer falls to about 0.1.
     assert np.mean(predicted == sample.y_test) >= 0.8
+
+
+def test_weights_h5_of_another_class_count_load_into_a_new_head(tmp_path):
+    source = MDNet((32, 32, 3), 10, **TINY)
+    path = str(tmp_path / "ten.weights.h5")
+    source.save_weights(path)
+    five = MDNet((32, 32, 3), 5, weights=path, **TINY)
+    assert five.output.shape == (None, 5)
+    np.testing.assert_array_equal(
+        five.get_layer("stem_conv").get_weights()[0],
+        source.get_layer("stem_conv").get_weights()[0])
+
+
+def test_a_truncated_keras_file_is_named_as_such(tmp_path):
+    good = tmp_path / "good.keras"
+    MDNet((32, 32, 3), 10, **TINY).save(good)
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="cut.keras exists but is not a "
+                                         "readable .keras model"):
+        MDNet((32, 32, 3), 5, weights=str(cut), **TINY)

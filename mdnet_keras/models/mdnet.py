@@ -2,6 +2,7 @@
 
 import logging
 import os
+import zipfile
 
 import keras
 
@@ -481,9 +482,23 @@ def load_pretrained(model, weights, input_shape, include_top):
             f"or an existing .keras / .weights.h5 file. Received: {weights}"
         )
     if path.endswith(".keras"):
-        copy_matching_weights(keras.saving.load_model(path, compile=False), model)
+        try:
+            source = keras.saving.load_model(path, compile=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(
+                f"{path} exists but is not a readable .keras model (a "
+                f"truncated copy, or not a Keras zip file): "
+                f"{type(e).__name__}") from None
+        copy_matching_weights(source, model)
     elif path.endswith(".weights.h5"):
-        model.load_weights(path)
+        try:
+            model.load_weights(path)
+        except ValueError:
+            # Another head (class count): load every layer whose shapes
+            # match and keep the new head's random values.
+            model.load_weights(path, skip_mismatch=True)
+            logger.warning("%s: layers whose shapes differ (the head of "
+                           "another class count) keep their new values.", path)
     else:
         raise ValueError(
             f"Weights files must end in .keras or .weights.h5. Received: {path}"
