@@ -20,7 +20,6 @@ Usage:
 
 import argparse
 import collections
-import json
 import os
 import sys
 import tempfile
@@ -202,13 +201,8 @@ def main(argv=None):
                         *(sys.argv[1:] if argv is None else argv)])
     results = measure(BUDGETS["quick" if args.quick else "full"])
     results["command"] = command
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "int8_breakdown.json"), "w") as f:
-        json.dump(suite_results.jsonable(results), f, indent=1)
-    text = markdown(results, command)
-    with open(os.path.join(args.out, "int8_breakdown.md"), "w") as f:
-        f.write(text)
-    print(text)
+    suite_results.write_report(args.out, "int8_breakdown", results,
+                               markdown(results, command))
     return 0
 
 

@@ -403,12 +403,8 @@ def main(argv=None):
         return 0
     summary = summarise(parts["deploy"], parts.get("accuracy"))
     summary["verdicts"] = verdicts(summary, budget["variant"])
-    with open(os.path.join(args.out, "int8_options.json"), "w") as f:
-        json.dump(suite_results.jsonable(summary), f, indent=1)
-    text = markdown(summary)
-    with open(os.path.join(args.out, "int8_options.md"), "w") as f:
-        f.write(text)
-    print(text)
+    suite_results.write_report(args.out, "int8_options", summary,
+                               markdown(summary))
     return 0
 
 

@@ -32,7 +32,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -317,13 +316,8 @@ def main(argv=None):
         budget["models"] = tuple(args.models.split(","))
     results = measure(budget, args.tflm_dir)
     results["command"] = command
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "micro_firmware.json"), "w") as f:
-        json.dump(suite_results.jsonable(results), f, indent=1)
-    text = markdown(results, command)
-    with open(os.path.join(args.out, "micro_firmware.md"), "w") as f:
-        f.write(text)
-    print(text)
+    suite_results.write_report(args.out, "micro_firmware", results,
+                               markdown(results, command))
     return 0
 
 

@@ -370,13 +370,8 @@ def main(argv=None):
     results["rows"] = rows
     results["summary"] = summarise(rows, sizes)
     results["targets"] = targets(results["summary"])
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "streaming.json"), "w") as f:
-        json.dump(suite_results.jsonable(results), f, indent=1)
-    text = markdown(results)
-    with open(os.path.join(args.out, "streaming.md"), "w") as f:
-        f.write(text)
-    print(text)
+    suite_results.write_report(args.out, "streaming", results,
+                               markdown(results))
     return 0
 
 

@@ -203,3 +203,17 @@ def versions():
     except Exception:
         pass
     return out
+
+
+def write_report(out_dir, name, results, text):
+    """Writes `<out_dir>/<name>.json` (the results) and `<name>.md` (`text`).
+
+    Prints the Markdown too: a benchmark's last words are its table.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(jsonable(results), f, indent=1)
+    with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
