@@ -7,22 +7,26 @@ The run folder (`config.out`) holds:
 - `labels.txt`: one class name per line, in class-index order;
 - `history.csv`: one row per finished epoch (`CSVLogger(append=True)`),
   with the learning rate at the end of the epoch;
-- `best.keras` (highest `val_top1`, with `best.json`), `last.keras` (written
-  atomically each epoch) and `model.weights.h5` (the final weights without
-  optimizer state: what gets shipped);
+- `best.keras` (highest `val_top1` on the validation images held out of the
+  training images, with `best.json`), `last.keras` (both written atomically)
+  and `model.weights.h5` (the final weights without optimizer state: what
+  gets shipped); with a weight EMA, all three hold the averaged weights;
 - `logs/`: TensorBoard logs (TensorFlow installed only);
 - `metrics.json`: top-1, top-5, per-class precision / recall / F1 and the
-  confusion matrix of the final model on the test split;
+  confusion matrix of the final model on the test split, and the test
+  top-1 / top-5 of `best.keras` under `best`;
 - `history.png`, `confusion_matrix.png`;
 - `status.json`: `running`, `finished` or `diverged`;
-- `backup/`: `BackupAndRestore(double_checkpoint=True)` state while the run
-  is unfinished.
+- `backup_*/`: `BackupAndRestore(double_checkpoint=True)` state while the
+  run is unfinished;
+- `run.lock`: held by the training process (not by multi-worker runs), so a
+  second run into the folder is refused while the first runs.
 
 Resume: re-running the same configuration on an unfinished folder (killed,
 even mid-epoch) restores the weights, the optimizer (so `iterations`, hence
 the learning-rate schedule) and the epoch from `backup/`, drops rows of
 `history.csv` from epochs that will be re-run, restores the best
-`val_top1` as `ModelCheckpoint`'s `initial_value_threshold`, and puts the
+`val_top1` as the best-model saver's threshold, and puts the
 input pipeline on the same epoch's shuffle and augmentation. The backup is
 written last at each epoch end, after every other artefact.
 
@@ -31,7 +35,8 @@ A non-finite loss (or non-finite weights at an epoch end) raises
 `last.keras`, `best.keras` and the backup keep the last good epoch.
 
 Distributed training uses the existing engines: `tf.distribute`
-(`MirroredStrategy`, `MultiWorkerMirroredStrategy` from `TF_CONFIG`) under
+(`MirroredStrategy`, `MultiWorkerMirroredStrategy` from `TF_CONFIG`, see
+`distribution.multi_worker_strategy`) under
 TensorFlow, `keras.distribution.DataParallel` under JAX. `batch_size` is the
 global batch (split over replicas); the peak learning rate is
 `learning_rate * batch_size / 128` unless `scale_learning_rate=False`.
