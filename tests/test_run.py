@@ -257,3 +257,14 @@ def test_metrics_report_best_and_last_epoch_on_test(finished_run):
     assert metrics["num_examples"] == 200
     assert {"epoch", "val_top1", "test_top1", "test_top5"} <= set(
         metrics["best"])
+
+
+def test_a_run_killed_in_its_second_phase_resumes_there(tmp_path):
+    phases = [("frozen", 2, False), ("full", 5, True)]
+    assert run.phases_left(phases, str(tmp_path)) == (phases, 0)
+    (tmp_path / "backup_frozen").mkdir()
+    (tmp_path / "backup_frozen" / "training_metadata.json").write_text("{}")
+    assert run.phases_left(phases, str(tmp_path)) == (phases, 0)
+    (tmp_path / "backup_full").mkdir()
+    (tmp_path / "backup_full" / "training_metadata.json").write_text("{}")
+    assert run.phases_left(phases, str(tmp_path)) == (phases[1:], 2)

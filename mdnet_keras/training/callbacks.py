@@ -152,7 +152,7 @@ class ResumeSync(keras.callbacks.Callback):
         best = run_folder.best_so_far(self.out, rows)
         if best is not None:
             self.best_checkpoint.best = best
-        if self.start_epoch:
+        if self.model._initial_epoch:  # restored from the backup
             print(f"Resuming from epoch {self.start_epoch + 1} "
                   f"(best {run_folder.MONITOR} so far: {best}).")
 

@@ -158,6 +158,28 @@ def selection_split(dataset, validation_split, seed):
             f"{validation_split:g} of each class of the training images")
 
 
+def phases_left(phases, out):
+    """The phases a (resumed) run still has to train, and where they start.
+
+    A run killed in a later phase has that phase's backup: the phases before
+    it are done, and re-running them would make their resume trim the later
+    phase's rows from `history.csv`.
+
+    Args:
+        phases: list of `(name, end_epoch, trainable)`, in order.
+        out: the run folder.
+
+    Returns:
+        `(phases to run, the first one's start epoch)`.
+    """
+    for index in range(len(phases) - 1, 0, -1):
+        backup = os.path.join(out, f"backup_{phases[index][0]}",
+                              "training_metadata.json")
+        if os.path.exists(backup):
+            return phases[index:], phases[index - 1][1]
+    return phases, 0
+
+
 def make_batches(config, dataset, num_replicas, jit_compile=False):
     """Training, validation and test `ImageBatches`.
 
@@ -332,8 +354,8 @@ def _train(config, out, resumed, started, custom_builder=None,
     if config.freeze_backbone_epochs < config.epochs:
         phases.append(("full", config.epochs, True))
 
+    phases, phase_start = phases_left(phases, out)
     epochs_this_session = 0
-    phase_start = 0
     time_budget = (run_callbacks.TimeBudget(60 * config.time_budget_minutes, started)
                    if config.time_budget_minutes else None)
     optimizer = None
