@@ -86,6 +86,7 @@ def worker(args):
     import keras
     import numpy as np
 
+    from benchmarks.suite_data import balanced_subset
     from mdnet_keras.data import ImageBatches
     from mdnet_keras.data import load_dataset
     from mdnet_keras.training import recipe
@@ -94,9 +95,13 @@ def worker(args):
     source = CIFAR10_NPZ if os.path.exists(CIFAR10_NPZ) else None
     data = (load_dataset("cifar10", data=source) if source
             else load_dataset("sample"))
-    n = min(args.images, len(data.x_train))
-    x, y = data.x_train[:n], data.y_train[:n]
-    x_val, y_val = data.x_test[:BATCH_SIZE], data.y_test[:BATCH_SIZE]
+    # Class-balanced: CIFAR's arrays are sorted by class.
+    train = balanced_subset(data.y_train, min(args.images, len(data.y_train)),
+                            0)
+    val = balanced_subset(data.y_test, BATCH_SIZE, 0)
+    n = len(train)
+    x, y = data.x_train[train], data.y_train[train]
+    x_val, y_val = data.x_test[val], data.y_test[val]
     tmp = tempfile.mkdtemp(prefix="host_overhead_")
     subset = os.path.join(tmp, "subset.npz")
     np.savez(subset, x_train=x, y_train=y, x_test=x_val, y_test=y_val)
@@ -172,7 +177,8 @@ def worker(args):
         "jit_compile": jit, "images": n, "steps_per_epoch": steps,
         "batch_size": BATCH_SIZE, "epochs_per_run": args.epochs,
         "rounds": args.rounds, "data": ("CIFAR-10 (JPEG copy), "
-                                        "../shared/data/cifar10.npz"
+                                        "../shared/data/cifar10.npz, "
+                                        "class-balanced subset"
                                         if source else "the package sample"),
         "models": results}))
 

@@ -168,11 +168,12 @@ def micro_facts(content, images):
     """TFLite Micro's smallest arena for `content`, and its outputs on
     `images` against LiteRT's."""
     from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_app
 
     try:
         arena = micro.find_min_arena(content)
         return {"arena_bytes": int(arena), "flash_bytes": len(content),
-                "ops": micro.model_ops(content),
+                "ops": micro_app.model_ops(content),
                 "vs_litert": micro.compare_with_litert(content, images, arena)}
     except Exception as e:  # an op TFLM lacks, or no TFLM wheel
         return {"error": f"{type(e).__name__}: {str(e)[:300]}"}

@@ -107,8 +107,8 @@ def test_missing_toolchain_names_the_packages(tmp_path):
 def converted_app(tmp_path_factory):
     """`convert --micro_out` on a trained mdnet_micro (the CLI, as a user runs it)."""
     _need_firmware_tools()
-    from test_tflite import CIFAR
-    from test_tflite import mdnet_micro
+    from export_models import CIFAR
+    from export_models import mdnet_micro
 
     model, _ = mdnet_micro()  # skips without the real data
     folder = tmp_path_factory.mktemp("firmware")

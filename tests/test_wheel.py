@@ -106,9 +106,12 @@ def test_predict_from_the_wheel(installed):
 def test_convert_micro_out_from_the_wheel(installed):
     pytest.importorskip("tflite_micro")
     python, env, outside, _ = installed
-    model = outside / "micro.keras"
+    # A folder of its own: the predict test's labels.txt names other classes.
+    folder = outside / "micro"
+    folder.mkdir()
+    model = folder / "micro.keras"
     _tiny_model(model)
-    micro = outside / "micro_app"
+    micro = folder / "micro_app"
     r = _check([str(python), "-m", "mdnet_keras", "convert", f"--model={model}",
                 "--mode=int8", "--dataset=sample", "--eval_images=50",
                 "--num_calibration=20", f"--micro_out={micro}"],
