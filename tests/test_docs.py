@@ -17,6 +17,8 @@ DOCSTRING_MODULES = [
     "mdnet_keras.layers.pixel_normalization",
     "mdnet_keras.models.mdnet",
     "mdnet_keras.profile",
+    "mdnet_keras.training.recipe",
+    "mdnet_keras.export.accuracy_gate",
 ]
 
 
