@@ -184,14 +184,13 @@ def worker(args):
 
 
 def write_markdown(report, path):
-    machine = report["machine"]
+    from benchmarks.suite_results import describe_machine
+
     lines = [
         "# Host-side cost per training step: the CLI's loop against bare "
         "`fit`", "",
         f"Command: `{report['command']}`. Machine: "
-        f"{machine.get('cpu_model', machine['machine'])}, "
-        f"{machine['cpu_count']} cores, load average at the start "
-        f"{machine.get('load_average')}. "
+        f"{describe_machine(report['machine'])}. "
         "Batch 256; a step is an epoch's training time over its steps "
         "(median of the epochs after the first and of the rounds).", "",
         "| backend | model | cli ms/step | bare fit on ImageBatches | bare "

@@ -126,16 +126,16 @@ def write_markdown(results, path):
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
                     f"{r['train_seconds']} |")
-    data, machine = results["data"], results["machine"]
+    from benchmarks.suite_results import describe_machine
+
+    data = results["data"]
     text = (f"# Training recipes side by side: {data['data']}\n\n"
             f"Command: `{results['command']}`\n\n"
             f"Data: {data['data']} ({data['source']}), "
             f"{data['train_images']} training images ({data['subset']}), "
             f"test top-1 on {data['test_images']} test images after every "
             f"epoch. Batch {BATCH_SIZE}, seed {results['seed']}. Machine: "
-            f"{machine.get('cpu_model', machine['machine'])}, "
-            f"{machine['cpu_count']} cores, load average at the start "
-            f"{machine.get('load_average')}.\n\n" + "\n".join(rows) + "\n\n"
+            f"{describe_machine(results['machine'])}.\n\n" + "\n".join(rows) + "\n\n"
             "Recipe values of each run are in the JSON next to this file.\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

@@ -205,6 +205,12 @@ def versions():
     return out
 
 
+def describe_machine(info):
+    """One line of a `machine_info` dict: CPU, cores, load at the start."""
+    return (f"{info.get('cpu_model', info['machine'])}, {info['cpu_count']} "
+            f"cores, load average at the start {info.get('load_average')}")
+
+
 def write_report(out_dir, name, results, text):
     """Writes `<out_dir>/<name>.json` (the results) and `<name>.md` (`text`).
 
