@@ -25,6 +25,10 @@ def test_recipe_errors_name_the_value():
         train_config.resolve_config(optimizer="rmsprop")
     with pytest.raises(ValueError, match="`ema_momentum` must be in"):
         train_config.resolve_config(ema_momentum=1.0)
+    with pytest.raises(ValueError, match="`momentum` must be in"):
+        train_config.resolve_config(momentum=-0.1)
+    with pytest.raises(ValueError, match="Unknown schedule 'step'"):
+        train_config.resolve_config(schedule="step")
     with pytest.raises(ValueError, match="`time_budget_minutes` must be > 0"):
         train_config.resolve_config(time_budget_minutes=0)
     cifar = train_config.resolve_config(dataset="cifar10", epochs=15)

@@ -168,17 +168,11 @@ def resolve_config(config=None, custom_model=False, **overrides):
     for key, value in dataclasses.asdict(chosen).items():
         if hasattr(config, key) and getattr(config, key) is None:
             setattr(config, key, value)
-    if config.optimizer not in recipe.OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose "
-                         f"one of {', '.join(recipe.OPTIMIZERS)}.")
-    if config.schedule not in recipe.SCHEDULES:
-        raise ValueError(f"Unknown schedule {config.schedule!r}; choose one "
-                         f"of {', '.join(recipe.SCHEDULES)}.")
+    recipe.check_choice("optimizer", config.optimizer, recipe.OPTIMIZERS)
+    recipe.check_choice("schedule", config.schedule, recipe.SCHEDULES)
     for key in ("momentum", "ema_momentum"):
-        if getattr(config, key) is not None and not (
-                0.0 <= float(getattr(config, key)) < 1.0):
-            raise ValueError(f"`{key}` must be in [0, 1). Received: "
-                             f"{getattr(config, key)}")
+        if getattr(config, key) is not None:
+            recipe.check_momentum(key, getattr(config, key))
     if config.time_budget_minutes is not None and config.time_budget_minutes <= 0:
         raise ValueError("`time_budget_minutes` must be > 0. Received: "
                          f"{config.time_budget_minutes}")

@@ -101,6 +101,21 @@ RECIPES = {
 RECIPE_NAMES = ("auto",) + tuple(RECIPES)
 
 
+def check_choice(kind, value, choices):
+    """Raises a clear error when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"Unknown {kind} {value!r}; choose one of "
+                         f"{', '.join(choices)}.")
+
+
+def check_momentum(name, value):
+    """Raises a clear error for a momentum outside [0, 1)."""
+    if not 0.0 <= float(value) < 1.0:
+        note = " (0: no weight averaging)" if name == "ema_momentum" else ""
+        raise ValueError(f"`{name}` must be in [0, 1){note}. "
+                         f"Received: {value}")
+
+
 def get_recipe(name, epochs=None):
     """The `Recipe` called `name`; `"auto"` chooses by `epochs`.
 
@@ -115,9 +130,7 @@ def get_recipe(name, epochs=None):
         if epochs is None:
             raise ValueError("recipe='auto' needs the number of epochs.")
         name = "long" if epochs >= LONG_BUDGET_EPOCHS else "fast"
-    if name not in RECIPES:
-        raise ValueError(f"Unknown recipe {name!r}; choose one of "
-                         f"{', '.join(RECIPE_NAMES)}.")
+    check_choice("recipe", name, RECIPE_NAMES)
     return RECIPES[name]
 
 
@@ -145,9 +158,7 @@ def check_ema(ema_momentum, total_steps):
     about `1 / (1 - ema_momentum)` steps. Over fewer than twice that many
     steps the averaged model is still mostly its random start.
     """
-    if not 0.0 <= ema_momentum < 1.0:
-        raise ValueError("`ema_momentum` must be in [0, 1) (0: no weight "
-                         f"averaging). Received: {ema_momentum}")
+    check_momentum("ema_momentum", ema_momentum)
     if ema_momentum and 2.0 / (1.0 - ema_momentum) > total_steps:
         raise ValueError(
             f"`ema_momentum`={ema_momentum} averages over about "
@@ -263,9 +274,7 @@ def learning_rate_schedule(peak_learning_rate, total_steps, warmup_steps,
     Raises:
         ValueError: an unknown shape, or no step left after warm-up.
     """
-    if shape not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {shape!r}; choose one of "
-                         f"{', '.join(SCHEDULES)}.")
+    check_choice("schedule", shape, SCHEDULES)
     total_steps = int(total_steps)
     if total_steps < 1:
         raise ValueError(f"`total_steps` must be >= 1. Received: {total_steps}")
@@ -341,14 +350,9 @@ def make_optimizer(model, schedule, weight_decay=WEIGHT_DECAY,
     Raises:
         ValueError: an unknown optimizer or an out-of-range momentum.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of "
-                         f"{', '.join(OPTIMIZERS)}.")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"`momentum` must be in [0, 1). Received: {momentum}")
-    if not 0.0 <= ema_momentum < 1.0:
-        raise ValueError("`ema_momentum` must be in [0, 1) (0: no weight "
-                         f"averaging). Received: {ema_momentum}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_momentum("momentum", momentum)
+    check_momentum("ema_momentum", ema_momentum)
     common = dict(learning_rate=schedule, weight_decay=weight_decay,
                   clipnorm=clipnorm, use_ema=bool(ema_momentum),
                   ema_momentum=ema_momentum or 0.99)
