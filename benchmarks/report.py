@@ -60,8 +60,8 @@ def models_table(data):
         "| Model | Params | MACs (M) | Peak activations int8 (KiB) | "
         "Training images/s (median, min-max) | vs MobileNetV2 x1.0 "
         "(median of per-round ratios, range) | CIFAR-10 top-1 % | "
-        "NEU top-1 % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "CIFAR-100 (JPEG q75 copy) top-1 % | NEU top-1 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, model in models.items():
         prof = model.get("profile") or {}
@@ -78,6 +78,7 @@ def models_table(data):
             f"{prof.get('peak_activation_bytes_int8', 0) / 1024:.0f} | "
             f"{tp_text} | {ratio_text} | "
             f"{format_accuracy(accuracy_summary(model, 'cifar10'))} | "
+            f"{format_accuracy(accuracy_summary(model, 'cifar100'))} | "
             f"{format_accuracy(accuracy_summary(model, 'neu'))} |")
     return "\n".join(lines)
 
@@ -227,7 +228,7 @@ def targets(data):
              "differential >= standard attention"),
             ("mdnet", "mdnet_single_kernel", "multi-scale >= single-scale")):
         if a in models and b in models:
-            for dataset in ("cifar10", "neu"):
+            for dataset in ("cifar10", "cifar100", "neu"):
                 verdict, text = compare(models, a, b, dataset)
                 lines.append(f"- {what} ({dataset}): **{verdict}**: {text}.")
     mdnet = models.get("mdnet", {})
@@ -301,7 +302,10 @@ def header(data, suite):
     recipe = data.get("recipe", {})
     lines.append(
         f"- Budget: {budget['epochs']} epoch(s) on CIFAR-10 (seeds "
-        f"{budget['seeds']}), {budget['neu_epochs']} epoch(s) on NEU at "
+        f"{budget['seeds']})"
+        + (f" and on CIFAR-100 (JPEG q75 copy, seed {budget['seeds'][0]})"
+           if "cifar100" in (data.get("data") or {}) else "")
+        + f", {budget['neu_epochs']} epoch(s) on NEU at "
         f"{budget['neu_image_size']}x{budget['neu_image_size']} (seeds "
         f"{budget['neu_seeds']}), batch {budget['batch_size']} (NEU "
         f"{budget.get('neu_batch_size', budget['batch_size'])}), the same "

@@ -19,8 +19,8 @@ For every model of `benchmarks/baselines.py` (or `--models`):
    smoothing 0.1, AdamW with weight decay 0.05 off norms and biases, linear
    warm-up then cosine decay), one augmentation (`ImageBatches`: pad-4 crop
    and flip), one fixed class-balanced CIFAR-10 (JPEG copy) training subset,
-   the same seeds, the same epochs; top-1 on the test set. NEU surface
-   defects at 64x64 likewise.
+   the same seeds, the same epochs; top-1 on the test set. CIFAR-100
+   (JPEG q75 copy, one seed) and NEU surface defects at 64x64 likewise.
 4. `tflite`: float32, dynamic-range and int8 conversions (through
    `mdnet_keras.export.convert_model`) of the CIFAR-trained model: file size,
    op count, XNNPACK partitions and the ops left out of them; int8 top-1 on
@@ -96,6 +96,8 @@ SUITES = {
         "op_profile_steps": 1,
         "cifar_train_images": 128,
         "cifar_test_images": 128,
+        "cifar100_train_images": 200,
+        "cifar100_test_images": 100,
         "neu_image_size": 64,
         "neu_train_images": 60,
         "neu_test_images": 60,
@@ -123,6 +125,8 @@ SUITES = {
         "op_profile_steps": 2,
         "cifar_train_images": 5000,
         "cifar_test_images": 10000,
+        "cifar100_train_images": 10000,
+        "cifar100_test_images": 10000,
         "neu_image_size": 64,
         "neu_train_images": 1440,
         "neu_test_images": 360,
@@ -232,6 +236,13 @@ def run_suite(suite, models=None, out="benchmarks/results", deadline_minutes=Non
         cached(results, clock, ("models", name, "micro"),
                lambda: micro_entry(name, data["cifar10"], budget, tmp_dir),
                optional=False)
+    if "cifar100" in data:
+        for name in models:
+            cached(results, clock, ("models", name, "accuracy", "cifar100",
+                                    f"seed{seeds[0]}"),
+                   lambda: train_entry(name, "cifar100", data["cifar100"],
+                                       seeds[0], budget, budget["epochs"],
+                                       tmp_dir, clock))
     if "neu" in data:
         for seed in neu_seeds:
             for name in models:

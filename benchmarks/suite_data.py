@@ -1,5 +1,6 @@
-"""The suite's data: fixed class-balanced CIFAR-10 (JPEG copy) and NEU
-subsets from ../shared/data, or the package sample without them."""
+"""The suite's data: fixed class-balanced CIFAR-10 (JPEG copy), CIFAR-100
+(JPEG q75 copy) and NEU subsets from ../shared/data, or the package sample
+without them (CIFAR-10 only)."""
 
 import os
 
@@ -12,6 +13,10 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
 CIFAR10_NPZ = os.path.join(SHARED_DATA, "cifar10.npz")
+
+
+CIFAR100_NPZ = os.path.join(SHARED_DATA, "cifar100-jpeg.npz")
+CIFAR100_LABEL = "CIFAR-100 (JPEG q75 copy)"
 
 
 NEU_FOLDER = os.path.join(SHARED_DATA, "neu-surface-defects")
@@ -32,8 +37,29 @@ def balanced_subset(labels, count, seed):
     return np.sort(idx)
 
 
+def cifar_subset(dataset, source, train_images, test_images):
+    """A class-balanced (seed 0) subset of a loaded CIFAR `Dataset`."""
+    train = balanced_subset(dataset.y_train, train_images, 0)
+    test = balanced_subset(dataset.y_test, test_images, 0)
+    return {
+        "x_train": dataset.x_train[train], "y_train": dataset.y_train[train],
+        "x_test": dataset.x_test[test], "y_test": dataset.y_test[test],
+        "num_classes": dataset.num_classes, "source": source,
+        "facts": {"source": source, "train_images": int(len(train)),
+                  "test_images": int(len(test)),
+                  "train_pool": int(len(dataset.y_train)),
+                  "test_pool": int(len(dataset.y_test)),
+                  "subset": "class-balanced, seed 0"},
+    }
+
+
 def load_benchmark_data(budget):
-    """CIFAR-10 (JPEG copy) and NEU subsets; the package sample without them."""
+    """CIFAR-10 (JPEG copy), CIFAR-100 (JPEG q75 copy) and NEU subsets.
+
+    Without ../shared/data, CIFAR-10 is the package sample and the others
+    are left out; CIFAR-100 is also left out when the budget gives it no
+    training images.
+    """
     from mdnet_keras.data import load_dataset
 
     data = {}
@@ -43,18 +69,13 @@ def load_benchmark_data(budget):
     else:
         cifar = load_dataset("sample")
         source = "CIFAR-10 (JPEG copy) sample embedded in mdnet_keras"
-    train = balanced_subset(cifar.y_train, budget["cifar_train_images"], 0)
-    test = balanced_subset(cifar.y_test, budget["cifar_test_images"], 0)
-    data["cifar10"] = {
-        "x_train": cifar.x_train[train], "y_train": cifar.y_train[train],
-        "x_test": cifar.x_test[test], "y_test": cifar.y_test[test],
-        "num_classes": cifar.num_classes, "source": source,
-        "facts": {"source": source, "train_images": int(len(train)),
-                  "test_images": int(len(test)),
-                  "train_pool": int(len(cifar.y_train)),
-                  "test_pool": int(len(cifar.y_test)),
-                  "subset": "class-balanced, seed 0"},
-    }
+    data["cifar10"] = cifar_subset(cifar, source, budget["cifar_train_images"],
+                                   budget["cifar_test_images"])
+    if os.path.exists(CIFAR100_NPZ) and budget["cifar100_train_images"]:
+        cifar100 = load_dataset("cifar100", data=CIFAR100_NPZ)
+        data["cifar100"] = cifar_subset(
+            cifar100, f"{CIFAR100_LABEL}, ../shared/data/cifar100-jpeg.npz",
+            budget["cifar100_train_images"], budget["cifar100_test_images"])
     if os.path.isdir(NEU_FOLDER):
         size = budget["neu_image_size"]
         neu = load_dataset("folder", data=NEU_FOLDER, image_size=size,

@@ -2,6 +2,7 @@
 suite end to end on one small model (JSON and Markdown structure)."""
 
 import json
+import os
 import pathlib
 import sys
 
@@ -82,6 +83,7 @@ def test_quick_suite_end_to_end(tmp_path):
     """The whole harness on ResNet-20 with tiny budgets; then a resume."""
     overrides = {"op_profile_models": (), "neu_seeds": (),
                  "cifar_train_images": 64, "cifar_test_images": 64,
+                 "cifar100_train_images": 100, "cifar100_test_images": 100,
                  "int8_eval_images": 32, "calibration_images": 16}
     run.run_suite("quick", ["resnet20"], str(tmp_path),
                   budget_overrides=overrides, command="pytest")
@@ -97,6 +99,10 @@ def test_quick_suite_end_to_end(tmp_path):
     assert model["profile"]["params"] == 271_098
     assert model["profile"]["macs"] > 40e6
     assert 0 <= model["accuracy"]["cifar10"]["seed0"]["top1"] <= 1
+    if os.path.exists(suite_data.CIFAR100_NPZ):
+        cifar100 = model["accuracy"]["cifar100"]["seed0"]
+        assert (cifar100["train_images"], cifar100["test_images"]) == (100, 100)
+        assert "CIFAR-100 (JPEG q75 copy)" in saved["data"]["cifar100"]["source"]
     tp = saved["throughput"]
     assert tp["train_images_per_s"]["resnet20"]["median"] > 0
     assert tp["pipeline_images_per_s"]["cifar10"]["median"] > 0
@@ -113,7 +119,8 @@ def test_quick_suite_end_to_end(tmp_path):
     assert model["micro"]["arena_bytes"] > 0
     markdown = (tmp_path / "quick.md").read_text()
     for heading in ("## Size, speed and accuracy", "## TFLite",
-                    "## TFLite Micro", "ResNet-20"):
+                    "## TFLite Micro", "ResNet-20",
+                    "CIFAR-100 (JPEG q75 copy) top-1 %"):
         assert heading in markdown
 
     # A rerun resumes: every entry is cached, nothing is recomputed.
