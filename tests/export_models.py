@@ -34,8 +34,11 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
 # such near-ties (measured 97.5% for the toy at ~50% top-1), a converged one
 # agrees > 98%. 0.95 catches a broken conversion (wrong input scale, lost
 # normalisation: agreement falls to ~chance) without flaking.
+# int8_xnnpack (ai-edge-quantizer) also quantizes softmax probabilities
+# symmetrically where a matmul reads them (one bit less): measured 95.2%
+# against 96.8% for int8 on the toy.
 AGREEMENT = {"float32": 0.995, "float16": 0.99, "dynamic": 0.97,
-             "int16x8": 0.97, "int8": 0.95}
+             "int16x8": 0.97, "int8": 0.95, "int8_xnnpack": 0.93}
 # MDNet-micro after 1 short epoch: ~140 int8 ops and near-uniform outputs;
 # measured 89% at 46% top-1. The check guards against a broken conversion.
 MDNET_INT8_AGREEMENT = 0.80

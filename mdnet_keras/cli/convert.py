@@ -20,17 +20,22 @@ from absl import flags
 
 from mdnet_keras.cli import data_flags
 from mdnet_keras.cli.flag_util import define
+from mdnet_keras.export import MODES
 
 FLAGS = flags.FLAGS
 
 data_flags.define_data_flags()
 define(flags.DEFINE_string, "model", None, "Trained model, a .keras file.")
-define(flags.DEFINE_enum, "mode", "int8",
-       ["float32", "float16", "dynamic", "int8", "int16x8"], "Conversion mode.")
+define(flags.DEFINE_enum, "mode", "int8", list(MODES),
+       "Conversion mode: int8 runs everywhere (phones, Edge TPU, TFLite "
+       "Micro); int8_xnnpack keeps SOFTMAX and RSQRT in float so that "
+       "XNNPACK runs the whole graph on phones; int16x8 when "
+       "int8 loses too much accuracy.")
 define(flags.DEFINE_string, "out", None, "Output .tflite path. Default: beside "
        "the model, <stem>_<mode>.tflite.")
 define(flags.DEFINE_integer, "num_calibration", 200,
-       "Real training images drawn for int8/int16x8 calibration.")
+       "Real training images drawn for int8/int16x8/int8_xnnpack "
+       "calibration.")
 define(flags.DEFINE_enum, "io_type", "int8", ["int8", "uint8"],
        "Input/output type of a full-integer (int8) model.")
 define(flags.DEFINE_integer, "eval_images", 1000,

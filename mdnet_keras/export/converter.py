@@ -10,6 +10,10 @@ Modes:
               training images.
 - `int16x8`:  int16 activations, int8 weights (the documented remedy when
               int8 loses too much accuracy); float32 model input/output.
+- `int8_xnnpack`: int8 like `int8` except the ops XNNPACK runs only in
+              float (SOFTMAX, RSQRT), quantized from the float32 model by
+              ai-edge-quantizer; int8 model input/output; for LiteRT on
+              phones (see `mdnet_keras.export.selective`).
 
 The route is Keras 3's own `model.export(path, format="litert", ...)` under the
 TensorFlow backend, with a batch-1 `input_signature` (else the batch dimension
@@ -35,10 +39,11 @@ from mdnet_keras.export.keras_model import check_image_classifier
 from mdnet_keras.export.keras_model import check_images
 from mdnet_keras.export.keras_model import model_image_shape
 from mdnet_keras.export.keras_model import with_small_depthwise_kernels
+from mdnet_keras.export.selective import quantize_for_xnnpack
 from mdnet_keras.export.xnnpack import XNNPACK_DEPTHWISE_TAPS
 
-MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
-INTEGER_MODES = ("int8", "int16x8")
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8", "int8_xnnpack")
+INTEGER_MODES = ("int8", "int16x8", "int8_xnnpack")
 IO_TYPES = ("int8", "uint8")
 DEFAULT_NUM_CALIBRATION = 200
 
@@ -172,8 +177,10 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
             f"Mode {mode!r} needs a representative dataset (real training "
             "images); got none."
         )
-    options = converter_options(mode, rep_images, num_calibration, io_type, seed,
-                                progress=verbose)
+    # int8_xnnpack quantizes the float32 model after the converter.
+    options = converter_options(
+        "float32" if mode == "int8_xnnpack" else mode, rep_images,
+        num_calibration, io_type, seed, progress=verbose)
     model = as_float32_model(model)
     if max_depthwise_taps is not None:
         model = with_small_depthwise_kernels(model, max_depthwise_taps)
@@ -192,5 +199,11 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
             tflite_bytes = f.read()
     if mode == "int8" and symmetric_matmul:
         tflite_bytes, _ = symmetric_matmul_operands(tflite_bytes)
+    if mode == "int8_xnnpack":
+        rep = representative_dataset(
+            rep_images, num_calibration or DEFAULT_NUM_CALIBRATION, seed=seed,
+            progress=verbose)
+        tflite_bytes = quantize_for_xnnpack(
+            tflite_bytes, (sample for (sample,) in rep()), verbose=verbose)
     return tflite_bytes
 

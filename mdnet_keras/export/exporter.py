@@ -93,6 +93,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
     if mode == "int8":
         report["symmetric_matmul"] = bool(symmetric_matmul)
         report["io_type"] = io_type
+    if mode in ("int8", "int8_xnnpack"):
         report["num_calibration"] = int(min(num_calibration, len(x_train)))
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     with open(out_path, "wb") as f:

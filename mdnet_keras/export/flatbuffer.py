@@ -99,7 +99,16 @@ def io_details(tflite_bytes):
     }
 
 
-def find_float_ops(ops, allow_io_boundary=False, graph_io=()):
+def tensor_readers(ops):
+    """Tensor index -> the set of op types that read it, from `describe_ops`."""
+    readers = {}
+    for op in ops:
+        for tensor in op["inputs"]:
+            readers.setdefault(tensor["index"], set()).add(op["op"])
+    return readers
+
+
+def find_float_ops(ops, allow_io_boundary=False, graph_io=(), skip=()):
     """Ops that read or write a float tensor.
 
     Args:
@@ -107,11 +116,13 @@ def find_float_ops(ops, allow_io_boundary=False, graph_io=()):
         allow_io_boundary: allow a QUANTIZE that reads a graph input and a
             DEQUANTIZE that writes a graph output (int16x8 with float I/O).
         graph_io: tensor indices of the graph inputs and outputs.
+        skip: indices of ops that are float by design (int8_xnnpack).
     """
+    skip = set(skip)
     islands = []
     for op in ops:
         floats = [t for t in op["inputs"] + op["outputs"] if t["type"] in FLOAT_TYPES]
-        if not floats:
+        if not floats or op["index"] in skip:
             continue
         if allow_io_boundary and op["op"] in ("QUANTIZE", "DEQUANTIZE"):
             if all(t["index"] in graph_io for t in floats):

@@ -20,6 +20,7 @@ from mdnet_keras.export.flatbuffer import read_model
 from mdnet_keras.export.keras_model import check_images
 from mdnet_keras.export.keras_model import model_image_shape
 from mdnet_keras.export.litert_runner import LiteRTRunner
+from mdnet_keras.export.selective import float_by_design
 from mdnet_keras.export.xnnpack import xnnpack_partitions
 
 DEFAULT_MAX_DROP = 1.0  # points of top-1
@@ -75,7 +76,8 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
     report["xnnpack"] = xnnpack_partitions(tflite_bytes)
     if mode in INTEGER_MODES:
         islands = find_float_ops(
-            ops, allow_io_boundary=(mode == "int16x8"), graph_io=graph_io
+            ops, allow_io_boundary=(mode == "int16x8"), graph_io=graph_io,
+            skip=float_by_design(ops) if mode == "int8_xnnpack" else (),
         )
         report["float_ops"] = islands
         if islands and not allow_float_ops:
