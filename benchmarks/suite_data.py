@@ -71,7 +71,7 @@ def load_benchmark_data(budget):
         source = "CIFAR-10 (JPEG copy) sample embedded in mdnet_keras"
     data["cifar10"] = cifar_subset(cifar, source, budget["cifar_train_images"],
                                    budget["cifar_test_images"])
-    if os.path.exists(CIFAR100_NPZ) and budget["cifar100_train_images"]:
+    if os.path.exists(CIFAR100_NPZ) and budget.get("cifar100_train_images"):
         cifar100 = load_dataset("cifar100", data=CIFAR100_NPZ)
         data["cifar100"] = cifar_subset(
             cifar100, f"{CIFAR100_LABEL}, ../shared/data/cifar100-jpeg.npz",

@@ -84,13 +84,13 @@ def tflite_entry(name, mode, d, budget, tmp_dir):
     return out
 
 
-def latency_entry(models, budget, tmp_dir, clock):
+def latency_entry(models, budget, tmp_dir, clock, modes=TFLITE_MODES):
     """Batch-1 latency of every (model, mode, threads), in rounds."""
     from ai_edge_litert.interpreter import Interpreter
 
     configs = []
     for name in models:
-        for mode in TFLITE_MODES:
+        for mode in modes:
             path = os.path.join(tmp_dir, f"{name}_{mode}.tflite")
             if not os.path.exists(path):
                 continue

@@ -56,20 +56,24 @@ def test_quick_run_end_to_end(tmp_path):
     base, option = rows["mdnet_micro"], rows[
         "mdnet_micro_dilated_batch_head_norm"]
     for row in rows.values():
-        for mode in ("int8", "float32"):
+        for mode in int8_options.MODES:
             assert row["latency_ms"][mode]["1"] > 0
             assert row["latency_ms"][mode]["2"] > 0
         assert row["micro"]["arena_bytes"] > 0
         assert 0 <= row["edgetpu"]["tpu_mac_share"] <= 1
+    ms, reference = base["latency_ms"], rows["resnet20"]["latency_ms"]
+    best = base["best_int8_mode"]["1"]
     assert base["int8_vs_reference"]["1"] == pytest.approx(
-        base["latency_ms"]["int8"]["1"] / rows["resnet20"]["latency_ms"][
-            "int8"]["1"])
+        ms[best]["1"] / min(reference[m]["1"] for m in int8_options.INT8_MODES))
     # The batch head norm takes the RSQRT out; dilated 3x3 kernels need
-    # fewer weights and MACs than 3/5/7/9 kernels.
-    assert "RSQRT" in base["int8_xnnpack"]["left_out_by_type"]
-    assert set(option["int8_xnnpack"]["left_out_by_type"]) == {"SOFTMAX"}
-    assert option["int8_xnnpack"]["partitions"] < base["int8_xnnpack"][
+    # fewer weights and MACs than 3/5/7/9 kernels; int8_xnnpack leaves
+    # nothing out of XNNPACK.
+    assert "RSQRT" in base["xnnpack"]["int8"]["left_out_by_type"]
+    assert set(option["xnnpack"]["int8"]["left_out_by_type"]) == {"SOFTMAX"}
+    assert option["xnnpack"]["int8"]["partitions"] < base["xnnpack"]["int8"][
         "partitions"]
+    for row in (base, option):
+        assert row["xnnpack"]["int8_xnnpack"]["left_out_ops"] == 0
     assert option["macs"] < base["macs"]
     assert option["params"] < base["params"]
     for name in ("mdnet_micro", "mdnet_micro_dilated_batch_head_norm"):
