@@ -132,12 +132,14 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     from mdnet_keras.export import micro
     from mdnet_keras.export import micro_app
     from mdnet_keras.export import micro_build
+    from mdnet_keras.export import micro_model
 
     clock.log(f"{name}: training and converting")
     model = trained_model(name, ds, budget)
-    content = convert_model(model, "int8", rep_images=ds.x_train,
-                            num_calibration=budget["calibration_images"],
-                            max_depthwise_taps=None)
+    converted = convert_model(model, "int8", rep_images=ds.x_train,
+                              num_calibration=budget["calibration_images"],
+                              max_depthwise_taps=None)
+    content, _ = micro_model(converted)
     clock.log(f"{name}: arena (Python TFLite Micro, bisection)")
     arena = micro.find_min_arena(content)
     # A random subset: CIFAR-10's test split is sorted by class.
@@ -148,6 +150,7 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     micro_app.render_template(content, app, arena, ds.class_names,
                           arena_margin=margin, golden=golden)
     row = {"params": int(model.count_params()), "model_bytes": len(content),
+           "converted_bytes": len(converted),
            "ops": micro_app.model_ops(content), "arena_host_python": arena,
            "arena_margin_in_build": margin, "golden_images": len(golden[0]),
            # In .rodata too: uint8 pixels, int16 outputs, int labels.
@@ -242,7 +245,10 @@ def markdown(results, command):
            f"{budget['train_images']} CIFAR-10 images, JPEG copy)"
            if budget["train_images"] else "untrained")
         + f", calibrated on {budget['calibration_images']} training images; "
-        "golden images: one test image per class. Arena: smallest that the Python "
+        "golden images: one test image per class. Model KiB: the array the app "
+        "compiles in (`micro_model`: the converted `.tflite` without the strings "
+        "and repeated zero points that TFLite Micro never reads; same outputs bit "
+        "for bit), next to the converted `.tflite`. Arena: smallest that the Python "
         "interpreter allocates on x86-64 (bisection) and what each firmware uses "
         "(`arena_used_bytes()`, built with a margin so that it allocates). "
         "Flash = `.text` + `.rodata` of the ELF (arm-none-eabi-size), with the model "
@@ -252,11 +258,11 @@ def markdown(results, command):
         "minus a run over one, per extra image). **Instructions are not cycles**: QEMU models no pipeline, "
         "flash wait states or memory latency.",
         "",
-        "| model | kernels | model KiB | flash KiB (.text+.rodata) | flash KiB without "
+        "| model | kernels | model KiB | converted KiB | flash KiB (.text+.rodata) | flash KiB without "
         "golden images | .data+.bss KiB | "
         "arena KiB (host Python) | arena KiB used | golden: bit-exact / same class | "
         "max diff (int8 steps) | M instructions / inference |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, row in results["models"].items():
         for config, b in row["builds"].items():
@@ -264,7 +270,8 @@ def markdown(results, command):
             insns = b.get("instructions_per_inference")
             flash = s.get(".text", 0) + s.get(".rodata", 0) if s else None
             lines.append(
-                f"| {name} | {config} | {kib(row['model_bytes'])} | {kib(flash)} | "
+                f"| {name} | {config} | {kib(row['model_bytes'])} | "
+                f"{kib(row.get('converted_bytes'))} | {kib(flash)} | "
                 f"{kib(flash - row['golden_bytes'] if flash else None)} | "
                 f"{kib(s.get('ram')) if s else '-'} | {kib(row['arena_host_python'])} | "
                 f"{kib(b['arena_used'])} | {b['bit_exact_images']} / "
