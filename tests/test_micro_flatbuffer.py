@@ -74,3 +74,16 @@ def test_micro_model_gives_tflm_the_same_outputs(converted):
 
     different = convert_model(other, "int8", rep_images=tiny_images(), num_calibration=20)
     assert not micro.same_micro_outputs(different, converted, images)
+
+
+def test_export_micro_refuses_a_micro_form_that_answers_differently(
+        converted, tmp_path, monkeypatch):
+    from mdnet_keras.export import convert_model
+    from mdnet_keras.export import micro
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(converted)
+    other = convert_model(tiny(seed=1), "int8", rep_images=tiny_images(), num_calibration=20)
+    monkeypatch.setattr(micro, "micro_model", lambda data: (other, {}))
+    with pytest.raises(RuntimeError, match="answers differently"):
+        micro.export_micro(str(path), tmp_path / "app", images=tiny_images(4, seed=2))
