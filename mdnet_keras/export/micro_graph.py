@@ -69,7 +69,9 @@ class _GroupedBlock:
     """A `MultiScaleConvBlock` written per kernel group (see module doc)."""
 
     def __init__(self, model, block, partial_sum_bytes):
-        get = lambda suffix: model.get_layer(f"{block}_{suffix}")  # noqa: E731
+        def get(suffix):
+            return model.get_layer(f"{block}_{suffix}")
+
         self.block = block
         expand = get("expand_conv").get_weights()[0]
         expand_scale, expand_shift = _bn_scale_shift(get("expand_bn"))
