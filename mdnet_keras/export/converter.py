@@ -35,8 +35,8 @@ from mdnet_keras.export.keras_model import check_image_classifier
 from mdnet_keras.export.keras_model import check_images
 from mdnet_keras.export.keras_model import model_image_shape
 from mdnet_keras.export.keras_model import with_small_depthwise_kernels
-from mdnet_keras.export.micro_graph import with_micro_graph
 from mdnet_keras.export.xnnpack import XNNPACK_DEPTHWISE_TAPS
+from mdnet_keras.export.micro_graph import with_micro_graph
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 INTEGER_MODES = ("int8", "int16x8")
@@ -178,10 +178,10 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
     options = converter_options(mode, rep_images, num_calibration, io_type, seed,
                                 progress=verbose)
     model = as_float32_model(model)
-    if micro_graph:
-        model = with_micro_graph(model)
     if max_depthwise_taps is not None:
         model = with_small_depthwise_kernels(model, max_depthwise_taps)
+    if micro_graph:
+        model = with_micro_graph(model)
     signature = [tf.TensorSpec((1,) + shape, tf.float32, name="image")]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.tflite")
