@@ -149,9 +149,10 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
     The model is first rebuilt under float32 if it is mixed precision, then
     with its large multi-scale depthwise kernels split into pieces of at most
     `max_depthwise_taps` taps (see `with_small_depthwise_kernels`; `None`
-    keeps them whole). With `micro_graph`, MDNet is first rewritten in the
-    form that TFLite Micro runs in the least memory (same float function,
-    see `with_micro_graph`). The input signature is fixed to batch 1 (static
+    keeps them whole). With `micro_graph` (for TFLite Micro, with
+    `max_depthwise_taps=None`), MDNet is then rewritten in the form that
+    TFLite Micro runs in the least memory (same float function, see
+    `with_micro_graph`). The input signature is fixed to batch 1 (static
     shapes for micro/Edge TPU). In mode int8, `symmetric_matmul` re-quantizes
     the second operand of each BATCH_MATMUL with a zero point of 0 so that
     XNNPACK runs it (see `symmetric_matmul_operands`). `verbose` shows a
