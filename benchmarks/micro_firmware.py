@@ -50,9 +50,11 @@ CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10.npz")
 BUDGETS = {
     "full": {"models": ("mdnet_micro", "resnet20", "mobilenetv2_x0_5"),
              "data": "cifar10", "train_images": 5000, "epochs": 1,
-             "calibration_images": 100, "golden_candidates": 1000},
+             "calibration_images": 100, "golden_candidates": 1000,
+             "accuracy_images": 2000},
     "quick": {"models": ("tiny",), "data": "sample", "train_images": 0,
-              "epochs": 0, "calibration_images": 16, "golden_candidates": 200},
+              "epochs": 0, "calibration_images": 16, "golden_candidates": 200,
+              "accuracy_images": 50},
 }
 # TFLite Micro's person-detection example: a 300 KB model in a 136 KB arena.
 TARGETS = {"model": "mdnet_micro", "model_kib": 300, "arena_kib": 136}
@@ -127,17 +129,53 @@ def instructions_per_inference(app, tflm_dir, config, plugin, all_runs, num_imag
     return (all_runs["insns"] - one["insns"]) // (num_images - 1)
 
 
+def graph_forms(model, ds, budget, converted, clock):
+    """Top-1 on test images of the float model and of its int8 conversions
+    as the converter writes it and in the micro graph form
+    (`with_micro_graph`), with each one's argmax agreement with float and
+    its size and arena; None where the form changes nothing."""
+    from mdnet_keras.export import LiteRTRunner
+    from mdnet_keras.export import convert_model
+    from mdnet_keras.export import describe_ops
+    from mdnet_keras.export import micro
+    from mdnet_keras.export import micro_model
+    from mdnet_keras.export.micro_graph import with_micro_graph
+
+    if with_micro_graph(model) is model:
+        return None
+    clock.log(f"{model.name}: the converter's graph form, for comparison")
+    plain = convert_model(model, "int8", rep_images=ds.x_train,
+                          num_calibration=budget["calibration_images"],
+                          max_depthwise_taps=None)
+    # A random subset: CIFAR-10's test split is sorted by class.
+    pick = np.random.default_rng(1).permutation(len(ds.x_test))[:budget["accuracy_images"]]
+    x, y = ds.x_test[pick], ds.y_test[pick]
+    reference = model.predict(x.astype("float32"), verbose=0).argmax(-1)
+    forms = {"float": {"top1": float((reference == y).mean())}}
+    for form, data in (("converter", plain), ("micro_graph", converted)):
+        top = LiteRTRunner(data).predict(x).argmax(-1)
+        small = micro_model(data)[0]
+        forms[form] = {"top1": float((top == y).mean()),
+                       "agreement_with_float": float((top == reference).mean()),
+                       "ops": len(describe_ops(data)), "model_bytes": len(small),
+                       "arena_host_python": micro.find_min_arena(small)}
+    forms["images"] = int(len(x))
+    return forms
+
+
 def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     from mdnet_keras.export import convert_model
     from mdnet_keras.export import micro
     from mdnet_keras.export import micro_app
     from mdnet_keras.export import micro_build
+    from mdnet_keras.export import micro_model
 
     clock.log(f"{name}: training and converting")
     model = trained_model(name, ds, budget)
-    content = convert_model(model, "int8", rep_images=ds.x_train,
-                            num_calibration=budget["calibration_images"],
-                            max_depthwise_taps=None)
+    converted = convert_model(model, "int8", rep_images=ds.x_train,
+                              num_calibration=budget["calibration_images"],
+                              max_depthwise_taps=None, micro_graph=True)
+    content, _ = micro_model(converted)
     clock.log(f"{name}: arena (Python TFLite Micro, bisection)")
     arena = micro.find_min_arena(content)
     # A random subset: CIFAR-10's test split is sorted by class.
@@ -148,10 +186,12 @@ def measure_model(name, ds, budget, tflm_dir, plugin, work_dir, clock):
     micro_app.render_template(content, app, arena, ds.class_names,
                           arena_margin=margin, golden=golden)
     row = {"params": int(model.count_params()), "model_bytes": len(content),
+           "converted_bytes": len(converted),
            "ops": micro_app.model_ops(content), "arena_host_python": arena,
            "arena_margin_in_build": margin, "golden_images": len(golden[0]),
            # In .rodata too: uint8 pixels, int16 outputs, int labels.
            "golden_bytes": int(golden[0].size + 2 * golden[1].size + 4 * len(golden[2])),
+           "graph_forms": graph_forms(model, ds, budget, converted, clock),
            "builds": {}}
     expected = golden[1].astype(np.int32)
     for config in micro_build.CONFIGS:
@@ -237,12 +277,16 @@ def markdown(results, command):
         "are not reported). Toolchain: " + "; ".join(results["toolchain"].values())
         + f". TFLite Micro tree: `{results['tflm_dir']}`.",
         "",
-        "Models: int8, large depthwise kernels whole (as `--micro_out`), "
+        "Models: int8, large depthwise kernels whole, MDNet in its micro graph form "
+        "(as `--micro_out`: `with_micro_graph`, the same float function), "
         + ("briefly trained (1 epoch on "
            f"{budget['train_images']} CIFAR-10 images, JPEG copy)"
            if budget["train_images"] else "untrained")
         + f", calibrated on {budget['calibration_images']} training images; "
-        "golden images: one test image per class. Arena: smallest that the Python "
+        "golden images: one test image per class. Model KiB: the array the app "
+        "compiles in (`micro_model`: the converted `.tflite` without the strings "
+        "and repeated zero points that TFLite Micro never reads; same outputs bit "
+        "for bit), next to the converted `.tflite`. Arena: smallest that the Python "
         "interpreter allocates on x86-64 (bisection) and what each firmware uses "
         "(`arena_used_bytes()`, built with a margin so that it allocates). "
         "Flash = `.text` + `.rodata` of the ELF (arm-none-eabi-size), with the model "
@@ -252,11 +296,11 @@ def markdown(results, command):
         "minus a run over one, per extra image). **Instructions are not cycles**: QEMU models no pipeline, "
         "flash wait states or memory latency.",
         "",
-        "| model | kernels | model KiB | flash KiB (.text+.rodata) | flash KiB without "
+        "| model | kernels | model KiB | converted KiB | flash KiB (.text+.rodata) | flash KiB without "
         "golden images | .data+.bss KiB | "
         "arena KiB (host Python) | arena KiB used | golden: bit-exact / same class | "
         "max diff (int8 steps) | M instructions / inference |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, row in results["models"].items():
         for config, b in row["builds"].items():
@@ -264,7 +308,8 @@ def markdown(results, command):
             insns = b.get("instructions_per_inference")
             flash = s.get(".text", 0) + s.get(".rodata", 0) if s else None
             lines.append(
-                f"| {name} | {config} | {kib(row['model_bytes'])} | {kib(flash)} | "
+                f"| {name} | {config} | {kib(row['model_bytes'])} | "
+                f"{kib(row.get('converted_bytes'))} | {kib(flash)} | "
                 f"{kib(flash - row['golden_bytes'] if flash else None)} | "
                 f"{kib(s.get('ram')) if s else '-'} | {kib(row['arena_host_python'])} | "
                 f"{kib(b['arena_used'])} | {b['bit_exact_images']} / "
@@ -281,6 +326,19 @@ def markdown(results, command):
         if ref and cmsis:
             lines.append(f"- {name}: CMSIS-NN runs {ref / cmsis:.1f}x fewer instructions "
                          "than the reference kernels.")
+    for name, row in results["models"].items():
+        forms = row.get("graph_forms")
+        if not forms:
+            continue
+        lines += ["", f"{name}, int8 on {forms['images']} random test images (LiteRT), "
+                  f"float top-1 {100 * forms['float']['top1']:.1f}%:", "",
+                  "| graph form | top-1 % | argmax agreement with float % | ops | "
+                  "model KiB | arena KiB (host Python) |", "|---|---:|---:|---:|---:|---:|"]
+        for form in ("converter", "micro_graph"):
+            f = forms[form]
+            lines.append(f"| {form} | {100 * f['top1']:.1f} | "
+                         f"{100 * f['agreement_with_float']:.1f} | {f['ops']} | "
+                         f"{kib(f['model_bytes'])} | {kib(f['arena_host_python'])} |")
     t = results.get("target_check")
     if t:
         lines += [

@@ -139,10 +139,12 @@ def latency_entry(models, budget, tmp_dir, clock, modes=TFLITE_MODES):
 def micro_entry(name, d, budget, tmp_dir):
     """Arena and flash of the int8 model a microcontroller gets.
 
-    That is the convert command's `--micro_out` model: the large depthwise
-    kernels stay whole (the pieces that XNNPACK needs only cost arena in
+    The large depthwise kernels stay whole, as with the convert command's
+    `--micro_out` (the pieces that XNNPACK needs only cost arena in
     TFLite Micro), so it is converted here rather than read from the int8
-    entry.
+    entry. It is the converter's graph form as converted: `--micro_out`
+    also rewrites MDNet (`micro_graph`) and compiles in its `micro_model`,
+    measured in `benchmarks/micro_firmware.py`.
     """
     from mdnet_keras.export import convert_model
     from mdnet_keras.export import micro

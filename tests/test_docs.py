@@ -19,6 +19,7 @@ DOCSTRING_MODULES = [
     "mdnet_keras.profile",
     "mdnet_keras.training.recipe",
     "mdnet_keras.export.accuracy_gate",
+    "mdnet_keras.export.micro_graph",
 ]
 
 

@@ -105,6 +105,14 @@ def test_export_all_writes_the_micro_app(tmp_path):
     assert report["micro"]["arena_bytes"] > 0
     assert report["micro"]["vs_litert"]["num_images"] == 5
     assert (micro_out / "model_data.cc").is_file()
+    # The app compiles in the micro form, the .tflite stays as converted.
+    from mdnet_keras.export import micro_app
+    from mdnet_keras.export import micro_model
+
+    assert micro_app.read_c_array(micro_out / "model_data.cc") == micro_model(
+        out.read_bytes())[0]
+    assert report["micro"]["flash_bytes"] < report["micro"]["converted_bytes"] == (
+        out.stat().st_size)
     # Any arena is over a 0 KiB budget: a failure recorded, not raised.
     assert report["failures"] == [report["micro"]["targets"]["problems"][0]]
     assert "tensor arena needs" in report["failures"][0]

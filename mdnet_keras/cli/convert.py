@@ -46,7 +46,9 @@ define(flags.DEFINE_float, "max_drop", 1.0,
 define(flags.DEFINE_bool, "allow_float_ops", False,
        "Accept float ops in an integer model (reported, not fatal).")
 define(flags.DEFINE_string, "micro_out", None,
-       "int8 only: write the TFLite Micro app (C array + template) here.")
+       "int8 only: write the TFLite Micro app (C array + template) here; "
+       "MDNet is converted in its graph form for TFLite Micro (same float "
+       "function, smaller arena: mdnet_keras.export.micro_graph).")
 define(flags.DEFINE_integer, "flash_kb", None,
        "TFLM flash budget for the model (KiB).")
 define(flags.DEFINE_integer, "ram_kb", None,

@@ -7,7 +7,8 @@ and editing a `.tflite`), `xnnpack` (which ops LiteRT's CPU delegate takes),
 `accuracy_gate` (the paired test that gates a converted model's
 top-1 drop), `side_files` (labels, preprocessing facts), `edgetpu` (the
 Edge TPU estimate), `micro` (the model in TFLite Micro: arena, agreement),
-`micro_app` (the C++ app: C arrays, golden images, the rendered template),
+`micro_flatbuffer` (the model as the app compiles it in), `micro_app` (the
+C++ app: C arrays, golden images, the rendered template),
 `micro_build` (building and running that app) and `exporter` (the whole
 pipeline, `export_all`). Import from here, not from those modules.
 
@@ -35,6 +36,7 @@ from mdnet_keras.export.keras_model import load_keras_model
 from mdnet_keras.export.keras_model import model_image_shape
 from mdnet_keras.export.keras_model import with_small_depthwise_kernels
 from mdnet_keras.export.litert_runner import LiteRTRunner
+from mdnet_keras.export.micro_flatbuffer import micro_model
 from mdnet_keras.export.side_files import find_labels_file
 from mdnet_keras.export.side_files import read_labels
 from mdnet_keras.export.side_files import sidecar_paths
@@ -68,6 +70,7 @@ __all__ = [
     "load_keras_model",
     "micro",
     "micro_app",
+    "micro_model",
     "model_image_shape",
     "read_labels",
     "sidecar_paths",

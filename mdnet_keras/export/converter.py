@@ -41,6 +41,7 @@ from mdnet_keras.export.keras_model import model_image_shape
 from mdnet_keras.export.keras_model import with_small_depthwise_kernels
 from mdnet_keras.export.selective import quantize_for_xnnpack
 from mdnet_keras.export.xnnpack import XNNPACK_DEPTHWISE_TAPS
+from mdnet_keras.export.micro_graph import with_micro_graph
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8", "int8_xnnpack")
 INTEGER_MODES = ("int8", "int16x8", "int8_xnnpack")
@@ -147,13 +148,16 @@ def converter_options(mode, rep_images=None, num_calibration=None, io_type="int8
 def convert_model(model, mode, rep_images=None, num_calibration=None,
                   io_type="int8", seed=0,
                   max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
-                  symmetric_matmul=True, verbose=False):
+                  symmetric_matmul=True, micro_graph=False, verbose=False):
     """Converts an in-memory Keras model; returns the `.tflite` bytes.
 
     The model is first rebuilt under float32 if it is mixed precision, then
     with its large multi-scale depthwise kernels split into pieces of at most
     `max_depthwise_taps` taps (see `with_small_depthwise_kernels`; `None`
-    keeps them whole). The input signature is fixed to batch 1 (static
+    keeps them whole). With `micro_graph` (for TFLite Micro, with
+    `max_depthwise_taps=None`), MDNet is then rewritten in the form that
+    TFLite Micro runs in the least memory (same float function, see
+    `with_micro_graph`). The input signature is fixed to batch 1 (static
     shapes for micro/Edge TPU). In mode int8, `symmetric_matmul` re-quantizes
     the second operand of each BATCH_MATMUL with a zero point of 0 so that
     XNNPACK runs it (see `symmetric_matmul_operands`). `verbose` shows a
@@ -184,6 +188,8 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
     model = as_float32_model(model)
     if max_depthwise_taps is not None:
         model = with_small_depthwise_kernels(model, max_depthwise_taps)
+    if micro_graph:
+        model = with_micro_graph(model)
     signature = [tf.TensorSpec((1,) + shape, tf.float32, name="image")]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.tflite")

@@ -34,7 +34,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                   io_type="int8", allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
                   seed=0, verbose=True,
                   max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
-                  symmetric_matmul=True):
+                  symmetric_matmul=True, micro_graph=False):
     """Converts, validates and writes a model with its side files.
 
     Args:
@@ -54,6 +54,8 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
             `None` keeps them whole.
         symmetric_matmul: int8 only: zero-point-0 matmul operands, so that
             XNNPACK runs attention's matmuls (see `convert_model`).
+        micro_graph: convert MDNet in the graph form for TFLite Micro (see
+            `convert_model`).
         verbose: print the report, and progress bars over calibration and
             validation.
 
@@ -82,7 +84,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                                  io_type=io_type, seed=seed,
                                  max_depthwise_taps=max_depthwise_taps,
                                  symmetric_matmul=symmetric_matmul,
-                                 verbose=verbose)
+                                 micro_graph=micro_graph, verbose=verbose)
     report = validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                              allow_float_ops=allow_float_ops,
                              max_drop=max_drop,
@@ -90,6 +92,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
     report["source"] = source
     report["tflite_path"] = out_path
     report["max_depthwise_taps"] = max_depthwise_taps
+    report["micro_graph"] = bool(micro_graph)
     if mode == "int8":
         report["symmetric_matmul"] = bool(symmetric_matmul)
         report["io_type"] = io_type
@@ -130,7 +133,9 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
     Runs `export_tflite`; a failed accuracy gate is recorded, not raised, so
     that the Edge TPU and TFLite Micro steps still run and their results land
     in the same report. With `edgetpu`, adds the Edge TPU compatibility
-    estimate (`edgetpu_report`); with `micro_out` (mode int8 only), runs the
+    estimate (`edgetpu_report`); with `micro_out` (mode int8 only), converts
+    MDNet in its graph form for TFLite Micro (`convert_model`'s
+    `micro_graph`: the same float function in less arena), runs the
     model in TFLite Micro on the first `NUM_MICRO_IMAGES` evaluation images,
     measures its arena, checks the flash / RAM budgets and writes the C++ app
     there (`mdnet_keras.export.micro.export_micro`). The report, with every
@@ -181,7 +186,7 @@ def export_all(model, out_path, *, mode="int8", x_train=None, x_eval=None,
             allow_float_ops=allow_float_ops, max_drop=max_drop,
             seed=seed, verbose=verbose,
             max_depthwise_taps=max_depthwise_taps,
-            symmetric_matmul=symmetric_matmul)
+            symmetric_matmul=symmetric_matmul, micro_graph=bool(micro_out))
     except AccuracyGateError as e:
         report = e.report
         failures.append(str(e))

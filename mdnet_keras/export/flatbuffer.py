@@ -79,23 +79,31 @@ def describe_ops(tflite_bytes):
 
 
 def io_details(tflite_bytes):
-    """Input/output details (dtype name, shape, scale, zero point)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Input/output details (dtype name, shape, scale, zero point).
 
-    it = Interpreter(model_content=bytes(tflite_bytes))
+    Read from the flatbuffer, not through an interpreter, so that it also
+    reads the micro form of a model (`micro_model`), which LiteRT refuses.
+    """
+    schema = _schema()
+    model = read_model(tflite_bytes)
+    type_names = _enum_names(schema.TensorType)
+    sub = model.subgraphs[0]
 
-    def d(x):
-        scale, zp = x["quantization"]
+    def d(index):
+        t = sub.tensors[index]
+        q = t.quantization
+        scales = [] if q is None or q.scale is None else q.scale
+        zero_points = [] if q is None or q.zeroPoint is None else q.zeroPoint
         return {
-            "dtype": np.dtype(x["dtype"]).name,
-            "shape": [int(s) for s in x["shape"]],
-            "scale": float(scale),
-            "zero_point": int(zp),
+            "dtype": np.dtype(type_names[t.type].lower()).name,
+            "shape": [int(s) for s in t.shape],
+            "scale": float(scales[0]) if len(scales) else 0.0,
+            "zero_point": int(zero_points[0]) if len(zero_points) else 0,
         }
 
     return {
-        "inputs": [d(x) for x in it.get_input_details()],
-        "outputs": [d(x) for x in it.get_output_details()],
+        "inputs": [d(i) for i in sub.inputs],
+        "outputs": [d(i) for i in sub.outputs],
     }
 
 

@@ -20,10 +20,13 @@ from mdnet_keras.export.keras_model import check_images
 from mdnet_keras.export.litert_runner import LiteRTRunner
 from mdnet_keras.export.litert_runner import dequantize_output
 from mdnet_keras.export.litert_runner import quantize_input
+from mdnet_keras.export.micro_flatbuffer import micro_model
 from mdnet_keras.export.side_files import find_labels_file
 from mdnet_keras.export.side_files import read_labels
 
 DEFAULT_LSB_TOLERANCE = 2
+# Images on which export_micro checks the micro form against the converted model.
+NUM_SAME_CHECK = 32
 
 
 def require_tflm():
@@ -176,7 +179,8 @@ class MicroRunner:
 
 
 def compare_with_litert(tflite_bytes, images, arena_size=None,
-                        lsb_tolerance=DEFAULT_LSB_TOLERANCE, kernels="reference"):
+                        lsb_tolerance=DEFAULT_LSB_TOLERANCE, kernels="reference",
+                        litert_bytes=None):
     """Runs the same images in TFLM and LiteRT and compares the raw outputs.
 
     The two runtimes round some requantizations differently, so outputs
@@ -186,9 +190,12 @@ def compare_with_litert(tflite_bytes, images, arena_size=None,
     default against LiteRT's reference kernels, the closest to TFLM's
     (`kernels="default"` uses XNNPACK, which differs more). The comparison
     counts images whose largest difference exceeds `lsb_tolerance`.
+    LiteRT runs `litert_bytes` when given: the converted model of which
+    `tflite_bytes` is the micro form (`micro_model`), which LiteRT refuses.
     """
     micro = MicroRunner(tflite_bytes, arena_size).run_raw(images).astype(np.int32)
-    lite = LiteRTRunner(tflite_bytes, kernels=kernels).run_raw(images).astype(np.int32)
+    lite = LiteRTRunner(litert_bytes or tflite_bytes,
+                        kernels=kernels).run_raw(images).astype(np.int32)
     diff = np.abs(micro - lite).max(axis=-1)
     return {
         "num_images": int(len(images)),
@@ -218,9 +225,17 @@ def check_targets(flash_bytes, arena_bytes, flash_kb=None, ram_kb=None):
     return result
 
 
+def same_micro_outputs(tflite_bytes, other_bytes, images):
+    """Whether TFLM gives two models' raw outputs on `images` bit for bit."""
+    a = MicroRunner(tflite_bytes).run_raw(images)
+    return bool(np.array_equal(a, MicroRunner(other_bytes).run_raw(images)))
+
+
 def micro_report(tflite_bytes, images, flash_kb=None, ram_kb=None,
-                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, progress=False):
-    """Arena, flash, TFLM-vs-LiteRT agreement and the target checks."""
+                 lsb_tolerance=DEFAULT_LSB_TOLERANCE, progress=False,
+                 litert_bytes=None):
+    """Arena, flash, TFLM-vs-LiteRT agreement and the target checks
+    (`litert_bytes`: as in `compare_with_litert`)."""
     arena = find_min_arena(tflite_bytes, progress=progress)
     report = {
         "arena_bytes": arena,
@@ -231,7 +246,7 @@ def micro_report(tflite_bytes, images, flash_kb=None, ram_kb=None,
     }
     if images is not None and len(images):
         report["vs_litert"] = compare_with_litert(
-            tflite_bytes, images, arena, lsb_tolerance)
+            tflite_bytes, images, arena, lsb_tolerance, litert_bytes=litert_bytes)
     report["targets"] = check_targets(len(tflite_bytes), arena, flash_kb, ram_kb)
     return report
 
@@ -266,9 +281,14 @@ def export_micro(tflite_path, out_dir, images=None, class_names=None,
     """The whole micro path for a `.tflite` file: report (on `images`), C
     array, template, and golden images taken from `golden_images` (default:
     `images`), one per class of `golden_labels` (default: of the class
-    Python predicts). `progress` shows a bar over the arena search."""
+    Python predicts). `progress` shows a bar over the arena search.
+
+    The app compiles in the model's micro form (`micro_model`: no strings,
+    one zero point per weight tensor), checked to give the converted
+    model's outputs in TFLM bit for bit (else RuntimeError)."""
     with open(tflite_path, "rb") as f:
-        data = f.read()
+        converted = f.read()
+    data, dropped = micro_model(converted)
     if golden_images is None:
         golden_images = images
     if golden_images is None or not len(golden_images):
@@ -278,7 +298,14 @@ def export_micro(tflite_path, out_dir, images=None, class_names=None,
         found = find_labels_file(tflite_path)
         class_names = read_labels(found) if found else None
     report = micro_report(data, images, flash_kb, ram_kb, lsb_tolerance,
-                          progress=progress)
+                          progress=progress, litert_bytes=converted)
+    report["converted_bytes"] = len(converted)
+    report["dropped_for_micro"] = dropped
+    if not same_micro_outputs(data, converted, golden_images[:NUM_SAME_CHECK]):
+        raise RuntimeError(
+            f"{tflite_path}: TFLite Micro answers differently once the model's "
+            "unused strings and zero points are dropped (micro_model); this is "
+            "a bug: please report it with the .tflite.")
     golden = golden_set(data, golden_images, golden_labels, report["arena_bytes"],
                         num_golden)
     report["golden"] = {"num_images": len(golden[0]),
