@@ -174,6 +174,7 @@ def main(argv):
         sys.exit(2)
     from mdnet_keras.data import DatasetNotFoundError
     from mdnet_keras.training import callbacks as run_callbacks
+    from mdnet_keras.training import distribution
     from mdnet_keras.training import run
 
     try:
@@ -181,6 +182,9 @@ def main(argv):
     except run_callbacks.TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except distribution.WorkerLostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(4)
     except (ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -7,10 +7,16 @@
 import contextlib
 import json
 import os
+import re
 
 import keras
 
+# How TensorFlow names a task in its errors.
+TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
 
+
+class WorkerLostError(RuntimeError):
+    """A worker of a multi-worker run stopped; the others cannot go on."""
 
 def set_up_distribution(strategy):
     """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
@@ -137,3 +143,42 @@ def worker_name():
         return f"{task.get('type', 'worker')}_{task.get('index', 0)}"
     process = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID")
     return f"process_{process}" if process else f"pid_{os.getpid()}"
+
+
+def is_lost_worker_error(error):
+    """Whether `error` is TensorFlow's report of a lost peer.
+
+    `MultiWorkerMirroredStrategy` aborts the collectives of every surviving
+    worker when a peer stops sending heartbeats (the coordination service)
+    or stops answering its health check; the pending step then raises
+    `UnavailableError` (or `DeadlineExceededError` after a collective
+    timeout) instead of waiting forever.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return False
+    return isinstance(error, (tf.errors.UnavailableError,
+                              tf.errors.DeadlineExceededError))
+
+
+def lost_worker_message(error, out, finished_epochs):
+    """The message of a `WorkerLostError`: who was lost and what to do.
+
+    Args:
+        error: TensorFlow's error.
+        out: the run folder (the chief's).
+        finished_epochs: int, epochs the run folder holds.
+    """
+    text = re.sub(r"\{\{.*?\}\}\s*", "", str(error)).strip()
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    own = f"/job:{task.get('type')}/replica:0/task:{task.get('index')}"
+    tasks = sorted(set(TASK_PATTERN.findall(text)) - {own})
+    who = ", ".join(tasks) if tasks else "a worker of the cluster"
+    return (f"{who} stopped (killed, crashed or unreachable), so this "
+            f"worker ({worker_name()}) stopped too: multi-worker training "
+            "needs every worker at every step. The run folder "
+            f"{out} keeps {finished_epochs} finished epoch(s); re-run the "
+            "same command on every worker (the same TF_CONFIG) to resume "
+            f"from epoch {finished_epochs + 1}. TensorFlow said: "
+            f"{' '.join(text.splitlines()[:2])[:400]}")
