@@ -143,7 +143,8 @@ _define(flags.DEFINE_enum, "strategy", "none",
         ["none", "mirrored", "multi_worker"],
         "Distribution: mirrored = all GPUs (or logical CPUs) of this "
         "machine; multi_worker = tf.distribute from TF_CONFIG (TensorFlow) "
-        "or keras.distribution.initialize() from KERAS_DISTRIBUTION_* (JAX).")
+        "or keras.distribution.initialize() from KERAS_DISTRIBUTION_* (JAX, "
+        "one process).")
 _define(flags.DEFINE_integer, "workers", 1,
         "Threads preparing input batches.")
 _define(flags.DEFINE_string, "out", None,

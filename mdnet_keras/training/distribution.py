@@ -29,7 +29,8 @@ def set_up_distribution(strategy):
     `MultiWorkerMirroredStrategy` from `TF_CONFIG`. JAX:
     `keras.distribution.DataParallel` over all devices (`multi_worker`
     first calls `keras.distribution.initialize()` from the
-    `KERAS_DISTRIBUTION_*` variables).
+    `KERAS_DISTRIBUTION_*` variables, for one process:
+    `check_multi_worker_environment` refuses more).
     """
     backend = keras.backend.backend()
     if strategy == "none":
@@ -101,6 +102,20 @@ def check_multi_worker_environment(backend):
                 f"{', '.join(missing)}. Use --strategy=mirrored for the "
                 "devices of one machine."
             )
+        processes = os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"]
+        if processes.strip() != "1":
+            # Keras' multi-process DataParallel takes only a tf.data input
+            # it shards itself, or a per-process shard of each batch, which
+            # ImageBatches does not make; and predictions would have to be
+            # gathered across processes.
+            raise ValueError(
+                f"KERAS_DISTRIBUTION_NUM_PROCESSES={processes}: this command "
+                "trains under JAX in one process only (its input pipeline "
+                "feeds one process; jax.distributed is not started). Use "
+                "--strategy=mirrored for all devices of one machine (JAX's "
+                "DataParallel), or KERAS_BACKEND=tensorflow with "
+                "--strategy=multi_worker and TF_CONFIG for several "
+                "machines.")
 
 
 def multi_worker_strategy():
