@@ -39,7 +39,10 @@ Distributed training uses the existing engines: `tf.distribute`
 `distribution.multi_worker_strategy`) under
 TensorFlow, `keras.distribution.DataParallel` under JAX. `batch_size` is the
 global batch (split over replicas); the peak learning rate is
-`learning_rate * batch_size / 128` unless `scale_learning_rate=False`.
+`learning_rate * batch_size / 128` unless `scale_learning_rate=False`. A
+multi-worker run resumes every worker from the chief's backup (its run
+folder must be one all workers see); a worker that dies makes the others
+raise `WorkerLostError`, and re-running every worker resumes.
 """
 
 import dataclasses
@@ -250,6 +253,8 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
             or another configuration's run.
         TrainingDivergedError: the loss became NaN or infinite; the last
             good epoch's `last.keras`, `best.keras` and backup are kept.
+        WorkerLostError: another worker of a multi-worker run stopped; the
+            message names it and the epoch a re-run resumes from.
     """
     started = time.time()
     config = config_lib.resolve_config(config, custom_model=build_model is not None,
