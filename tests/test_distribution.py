@@ -119,7 +119,8 @@ def test_killed_worker_fails_the_run_clearly_and_rerun_resumes(small_npz,
     cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
     args = train_command(small_npz, out, 3)
     workers = start_workers(args, cluster, tmp_path / "first")
-    # SIGKILL worker 1 once the chief has backed up epoch 1, i.e. in epoch 2.
+    # SIGKILL worker 1 once the chief has backed up epoch 1 (its last write
+    # of the epoch), so in epoch 2: the chief cannot finish a step alone.
     metadata = out / "backup_full" / "training_metadata.json"
     deadline = time.time() + 600
     while time.time() < deadline and workers[0].poll() is None:
@@ -128,8 +129,8 @@ def test_killed_worker_fails_the_run_clearly_and_rerun_resumes(small_npz,
                 break
         except (OSError, ValueError, KeyError):
             pass
-        time.sleep(0.1)
-    time.sleep(0.5)
+        time.sleep(0.05)
+    time.sleep(0.2)
     workers[1].send_signal(signal.SIGKILL)
     # The survivor stops (TensorFlow's heartbeats find the lost peer) with a
     # message naming it and the way to resume, not a traceback or a hang.
