@@ -151,3 +151,42 @@ def test_best_model_is_written_atomically(tmp_path, monkeypatch):
     assert open(path, "rb").read() == first
     monkeypatch.undo()
     keras.saving.load_model(path)
+
+
+def test_read_only_backup_restores_another_folder_and_writes_nothing(
+        tmp_path):
+    """A non-chief worker's backup: the chief's state, never written."""
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+
+    def model():
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        net.compile("sgd", "mse")
+        return net
+
+    def backup(read_only):
+        return run_callbacks.ResumableBackup(
+            str(tmp_path / "chief" / "backup_full"), read_only=read_only,
+            double_checkpoint=True, delete_checkpoint=False)
+
+    chief = model()
+    writer = backup(False)
+    chief.fit(x, y, epochs=2, verbose=0,
+              callbacks=[writer, run_callbacks.BackupWriter(writer)])
+    metadata = tmp_path / "chief" / "backup_full" / "training_metadata.json"
+    saved = metadata.read_text()
+    assert json.loads(saved)["epoch"] == 2
+
+    worker = model()
+    reader = backup(True)
+    seen, restored = [], []
+    worker.fit(x, y, epochs=3, verbose=0, callbacks=[
+        reader, run_callbacks.BackupWriter(reader),
+        keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: restored.append(worker.get_weights()),
+            on_epoch_begin=lambda epoch, logs: seen.append(epoch))])
+    assert seen == [2]  # Resumed at the chief's epoch and weights...
+    for got, want in zip(restored[0], chief.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert metadata.read_text() == saved  # ...and wrote nothing there.
+    assert sorted(os.listdir(tmp_path)) == ["chief"]

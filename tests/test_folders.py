@@ -1,5 +1,6 @@
 """Tests of mdnet_keras.data.folders: image folders in memory and streamed."""
 
+import json
 import logging
 import pathlib
 
@@ -196,3 +197,75 @@ def test_bad_channels_are_refused_before_reading(tmp_path):
     for streaming in ("never", "always"):
         with pytest.raises(ValueError, match=r"--channels\) must be 1 or 3"):
             load_dataset("folder", tmp_path, channels=2, streaming=streaming)
+
+
+def write_sample_splits(root, counts, classes=(0, 1, 2)):
+    """root/<split>/<class>/*.png from the embedded CIFAR-10 sample."""
+    sample = load_dataset("sample")
+    offset = {}
+    for split, count in counts.items():
+        for c in classes:
+            (root / split / sample.class_names[c]).mkdir(parents=True)
+            images = sample.x_train[sample.y_train == c]
+            start = offset.get(c, 0)
+            for i, image in enumerate(images[start:start + count]):
+                Image.fromarray(image).save(
+                    root / split / sample.class_names[c] / f"{i}.png")
+            offset[c] = start + count
+    return root
+
+
+@pytest.mark.parametrize("val_name", ["val", "validation"])
+@pytest.mark.parametrize("streaming", ["never", "always"])
+def test_folder_with_its_own_val_split(tmp_path, val_name, streaming):
+    write_sample_splits(tmp_path, {"train": 8, "test": 2, val_name: 3})
+    ds = load_dataset("folder", tmp_path, streaming=streaming, seed=1)
+    assert (len(ds.x_train), len(ds.x_test), len(ds.x_val)) == (24, 6, 9)
+    np.testing.assert_array_equal(ds.y_val, np.repeat([0, 1, 2], 3))
+    assert ds.x_val.shape[1:] == ds.image_shape == (32, 32, 3)
+    expected = np.stack([np.asarray(Image.open(
+        tmp_path / val_name / ds.class_names[c] / f"{i}.png"))
+        for c in range(3) for i in range(3)])
+    np.testing.assert_array_equal(np.asarray(ds.x_val), expected)
+
+
+def test_val_alone_is_still_the_test_split(tmp_path):
+    write_sample_splits(tmp_path, {"train": 8, "val": 3})
+    ds = load_dataset("folder", tmp_path)
+    assert ds.x_val is None and len(ds.x_test) == 9
+
+
+def test_validation_images_of_another_size_are_refused(tmp_path):
+    write_sample_splits(tmp_path, {"train": 2, "test": 1})
+    for name in load_dataset("folder", tmp_path).class_names:
+        (tmp_path / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (20, 20)).save(tmp_path / "val" / name / "0.png")
+    with pytest.raises(ValueError, match=r"validation images are \(20, 20"):
+        load_dataset("folder", tmp_path)
+
+
+def test_training_selects_on_val_and_only_reports_test(tmp_path):
+    from mdnet_keras.training import TrainConfig
+    from mdnet_keras.training import run
+
+    write_sample_splits(tmp_path / "data", {"train": 8, "test": 2, "val": 3})
+    ds = load_dataset("folder", tmp_path / "data")
+    config = TrainConfig(dataset="folder", data=str(tmp_path / "data"),
+                         batch_size=8, validation_split=0.25)
+    train_data, val_data, test_data, source = run.make_batches(config, ds, 1)
+    np.testing.assert_array_equal(val_data.x, ds.x_val)
+    np.testing.assert_array_equal(test_data.x, ds.x_test)
+    assert len(train_data.x) == 24 and source == (
+        "the data set's own validation split")
+    tiny = {"stem_channels": 8, "stage_channels": [8, 8, 16, 16],
+            "stage_depths": [1, 1, 1, 1], "num_heads": [0, 0, 1, 1],
+            "head_channels": 16}
+    result = run.train(dataset="folder", data=str(tmp_path / "data"),
+                       model_config=tiny, epochs=1, batch_size=8, verbose=0,
+                       out=str(tmp_path / "run"))
+    facts = result["metrics"]
+    run_facts = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (run_facts["run"]["num_train"], run_facts["run"]["num_validation"],
+            run_facts["run"]["num_test"]) == (24, 9, 6)
+    assert facts["selection"] == "the data set's own validation split"
+    assert facts["num_examples"] == 6

@@ -160,3 +160,44 @@ def test_image_size_forms():
     assert image_size_tuple(None) is None
     assert image_size_tuple(np.int64(7)) == (7, 7)
     assert image_size_tuple([6, 9]) == (6, 9)
+
+
+def smooth_image(size, channels):
+    """A photo-like (smooth) uint8 image: gradients and a soft disc."""
+    y, x = np.mgrid[:size, :size] / size
+    disc = np.exp(-((x - 0.4) ** 2 + (y - 0.6) ** 2) * 12)
+    planes = [x, y, disc][:channels]
+    return (np.stack(planes, -1) * 255).astype(np.uint8).squeeze()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shrunk_jpeg_is_decoded_at_a_reduced_scale(tmp_path, channels):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(smooth_image(200, channels)).save(path, quality=95)
+    with Image.open(path) as full:
+        full = full.convert("RGB").resize((64, 64),
+                                          Image.Resampling.BILINEAR)
+    with Image.open(path) as draft:
+        draft.draft(draft.mode, (64, 64))
+        draft.load()
+        assert draft.size == (100, 100)  # 1/2 scale: the target or more.
+        expected = np.asarray(draft.convert("RGB").resize(
+            (64, 64), Image.Resampling.BILINEAR))
+    got = load_image(path, 64, 3)
+    np.testing.assert_array_equal(got, expected)
+    # Close to a full decode: the same picture, a little smoothed.
+    difference = np.abs(got.astype(int) - np.asarray(full))
+    assert difference.mean() < 1.5 and difference.max() <= 8
+    # Enlarged or kept at its size, a JPEG is decoded whole.
+    with Image.open(path) as whole:
+        np.testing.assert_array_equal(load_image(path, 200, 3),
+                                      np.asarray(whole.convert("RGB")))
+
+
+def test_grey_png_to_rgb_is_resized_like_three_channels(tmp_path):
+    path = tmp_path / "grey.png"
+    Image.fromarray(smooth_image(50, 1)).save(path)
+    with Image.open(path) as image:
+        expected = np.asarray(image.convert("RGB").resize(
+            (17, 23), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(load_image(path, (23, 17), 3), expected)

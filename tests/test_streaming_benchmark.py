@@ -26,6 +26,10 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
         assert row["streamed"] == (row["mode"] == "stream")
         assert row["files"] == row["size"] and row["peak_rss_mib"] > 0
         assert row["pipeline_images_per_s"] > 0
+    difference = results["decode_difference"]
+    assert difference["images"] == 20
+    assert 0 < difference["mean_abs_grey_levels"] <= difference[
+        "max_abs_grey_levels"]
     text = (tmp_path / "streaming.md").read_text()
     assert "| 24 |" in text and "not measured" in text
 

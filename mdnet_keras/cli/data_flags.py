@@ -47,7 +47,8 @@ def define_data_flags():
     define(flags.DEFINE_string, "data", None,
            "The .npz file (npz; optional for cifar10/cifar100) or the image "
            "folder (folder: root/<class>/*.jpg|png, optionally with train/ "
-           "and test/ or val/). Commands given a trained model default to "
+           "and test/ or val/; with all three, val/ validates). Commands "
+           "given a trained model default to "
            "its run folder's.")
     define(flags.DEFINE_string, "data_dir", None,
            "TensorFlow Datasets data folder for cifar10 / cifar100.")

@@ -143,7 +143,8 @@ _define(flags.DEFINE_enum, "strategy", "none",
         ["none", "mirrored", "multi_worker"],
         "Distribution: mirrored = all GPUs (or logical CPUs) of this "
         "machine; multi_worker = tf.distribute from TF_CONFIG (TensorFlow) "
-        "or keras.distribution.initialize() from KERAS_DISTRIBUTION_* (JAX).")
+        "or keras.distribution.initialize() from KERAS_DISTRIBUTION_* (JAX, "
+        "one process).")
 _define(flags.DEFINE_integer, "workers", 1,
         "Threads preparing input batches.")
 _define(flags.DEFINE_string, "out", None,
@@ -174,6 +175,7 @@ def main(argv):
         sys.exit(2)
     from mdnet_keras.data import DatasetNotFoundError
     from mdnet_keras.training import callbacks as run_callbacks
+    from mdnet_keras.training import distribution
     from mdnet_keras.training import run
 
     try:
@@ -181,6 +183,9 @@ def main(argv):
     except run_callbacks.TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except distribution.WorkerLostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(4)
     except (ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

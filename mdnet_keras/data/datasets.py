@@ -13,7 +13,9 @@ the one entry point:
   `label_names` or `class_names`).
 - `"folder"`: `root/<class>/*.jpg|png|...`, or `root/train/<class>` with
   `root/test/<class>` (or `root/val/<class>`); without a test folder a seeded,
-  stratified split holds out `validation_split` of each class. A folder too
+  stratified split holds out `validation_split` of each class. With `train/`,
+  `test/` and `val/`, `val/` is the data set's own validation split
+  (`ImageDataset.x_val`). A folder too
   large for memory is streamed: its images are `ImageFiles`, decoded batch by
   batch (see `mdnet_keras.data.folders.load_folder`).
 
@@ -84,6 +86,10 @@ class ImageDataset:
         name: str, the data set's name (e.g. "cifar10" or a folder's name).
         skipped_files: tuple of str, image files left out because they could
             not be decoded (only with `skip_bad_files=True`).
+        x_val: the data set's own validation images (a folder's `val/`
+            beside `test/`), the same kind as `x_train`, or None (training
+            then holds out part of the training images to select on).
+        y_val: int64 array of the validation labels, or None.
     """
 
     x_train: np.ndarray
@@ -93,6 +99,8 @@ class ImageDataset:
     class_names: tuple
     name: str
     skipped_files: tuple = ()
+    x_val: object = None
+    y_val: object = None
 
     @property
     def num_classes(self):
@@ -168,12 +176,14 @@ def load_dataset(name, data=None, image_size=None, channels=None,
         if data is None or not os.path.isdir(data):
             raise DatasetNotFoundError(_no_folder_message(data))
         root = pathlib.Path(data)
-        *arrays, names, skipped = load_folder(
+        *arrays, names, skipped, validation = load_folder(
             root, image_size, 3 if channels is None else channels,
             validation_split, seed, skip_bad_files, streaming,
             max_memory_bytes)
         dataset = dataclasses.replace(
             make_dataset(*arrays, names, root.name), skipped_files=skipped)
+        if validation is not None:
+            dataset = with_validation(dataset, *validation)
     elif name == "sample":
         dataset = load_sample()
     elif name == "npz" or data is not None:
@@ -353,6 +363,22 @@ def make_dataset(x_train, y_train, x_test, y_test, class_names=None,
     return ImageDataset(x_train, y_train, x_test, y_test, class_names, name)
 
 
+def with_validation(dataset, x_val, y_val):
+    """`dataset` with its own validation split (images, int64 labels).
+
+    Raises:
+        ValueError: validation images of another size than the training
+            images.
+    """
+    if len(x_val) and tuple(x_val.shape[1:]) != dataset.image_shape:
+        raise ValueError(
+            f"{dataset.name}: the validation images are {x_val.shape[1:]} "
+            f"but the training images are {dataset.image_shape}; pass "
+            f"{cli_option('image_size', 'N')} to resize them.")
+    return dataclasses.replace(dataset, x_val=x_val,
+                               y_val=np.asarray(y_val, np.int64))
+
+
 def _one_based_hint(y_train, y_test, num_classes):
     """A hint for labels that run 1..num_classes: they must start at 0."""
     labels = np.concatenate([y_train, y_test])
@@ -450,9 +476,12 @@ def _adapt(dataset, image_size, channels):
     if channels is not None and have != channels:
         logger.warning("%s: converting %d-channel images to %d channels.",
                        dataset.name, have, channels)
-    x_train, x_test = (resize_images(to_channels(x, channels), image_size)
-                       for x in (dataset.x_train, dataset.x_test))
-    return dataclasses.replace(dataset, x_train=x_train, x_test=x_test)
+    x_train, x_test, x_val = (
+        None if x is None else resize_images(to_channels(x, channels),
+                                             image_size)
+        for x in (dataset.x_train, dataset.x_test, dataset.x_val))
+    return dataclasses.replace(dataset, x_train=x_train, x_test=x_test,
+                               x_val=x_val)
 
 
 def load_cifar(name, data_dir=None, download=False):

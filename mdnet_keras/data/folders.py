@@ -27,7 +27,10 @@ from mdnet_keras.data.images import (
 logger = logging.getLogger(__name__)
 
 STREAMING_MODES = ("auto", "always", "never")
-SPLIT_DIRS = ("test", "val")
+# Held-out folders beside train/: test/ reports; val/ (or validation/) with
+# test/ selects the best epoch, and alone is the test split.
+TEST_DIRS = ("test", "val", "validation")
+VALIDATION_DIRS = ("val", "validation")
 # Files a folder of images holds besides its images; not worth a warning.
 _QUIET_FILES = ("thumbs.db", "desktop.ini")
 
@@ -249,9 +252,12 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
                 max_memory_bytes=None):
     """Loads an image folder, one sub-folder per class.
 
-    Layouts: `root/train/<class>/` with `root/test/<class>/` (or `val/`), or
-    `root/<class>/` (or `root/train/<class>/` alone), split with
-    `stratified_split`. Class indices follow the sorted folder names.
+    Layouts: `root/train/<class>/` with `root/test/<class>/` (or `val/` or
+    `validation/`: the test split), or `root/<class>/` (or
+    `root/train/<class>/` alone), split with `stratified_split`. A folder
+    with `train/`, `test/` and `val/` (or `validation/`) has its own
+    validation split: `val/` then selects the best epoch and `test/` only
+    reports. Class indices follow the sorted folder names.
 
     Args:
         root: str or path of the folder.
@@ -272,8 +278,10 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
             of the machine's memory (`default_memory_budget`).
 
     Returns:
-        (x_train, y_train, x_test, y_test, class_names, skipped_files), the
-        images as uint8 arrays or `ImageFiles`.
+        (x_train, y_train, x_test, y_test, class_names, skipped_files,
+        validation), the images as uint8 arrays or `ImageFiles`;
+        `validation` is `(x_val, y_val)` from `val/` beside `test/`, else
+        None.
 
     Raises:
         ValueError: an empty folder, fewer than two classes, a class folder
@@ -285,8 +293,10 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
         raise ValueError("channels (--channels) must be 1 or 3; got "
                          f"{channels!r}.")
     root = pathlib.Path(root)
-    test_dir = next((root / d for d in SPLIT_DIRS if (root / d).is_dir()),
+    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()),
                     None)
+    val_dir = next((root / d for d in VALIDATION_DIRS
+                    if (root / d).is_dir() and root / d != test_dir), None)
     train_dir = root / "train" if (root / "train").is_dir() else root
     paths, labels, names = _list_split(train_dir, None)
     if len(names) < 2:
@@ -295,7 +305,8 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
             f"needs at least 2: {train_dir}/<class>/*.jpg, one folder per "
             "class.")
     test = _list_split(test_dir, names)[:2] if test_dir is not None else None
-    every_path = paths + (test[0] if test else [])
+    val = _list_split(val_dir, names)[:2] if val_dir is not None else None
+    every_path = paths + (test[0] if test else []) + (val[0] if val else [])
     stream, need, budget = _choose_streaming(
         streaming, every_path, image_size, channels, max_memory_bytes)
     if stream:
@@ -313,8 +324,10 @@ def load_folder(root, image_size=None, channels=3, validation_split=0.1,
         train, held_out = stratified_split(y, validation_split, seed)
         x_train, y_train = take(x, train), y[train]
         x_test, y_test = take(x, held_out), y[held_out]
+    validation = read(val_dir, *val, *args) if val is not None else None
     if skipped:
         warnings.warn(f"Skipped {len(skipped)} unreadable image files in "
                       f"{root}: {', '.join(skipped[:5])}"
                       f"{' ...' if len(skipped) > 5 else ''}", stacklevel=3)
-    return x_train, y_train, x_test, y_test, names, tuple(skipped)
+    return (x_train, y_train, x_test, y_test, names, tuple(skipped),
+            validation)

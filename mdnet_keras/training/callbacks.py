@@ -108,15 +108,24 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     It restores first (placed early) and saves last (its writer is placed at
     the end), so a kill between the two never leaves a backup ahead of
-    `history.csv` or the checkpoints.
+    `history.csv` or the checkpoints. With `read_only=True` it restores and
+    never writes: a non-chief worker resumes from the chief's backup, so
+    every worker restarts at the same epoch with the same weights (its own
+    backup could be an epoch behind the chief's when it was killed between
+    the two writes).
     """
+
+    def __init__(self, backup_dir, read_only=False, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.read_only = read_only
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
 
     def save(self):
         self._last_batch_seen = 0
-        self._save_model()
+        if not self.read_only:
+            self._save_model()
 
 
 class BackupWriter(keras.callbacks.Callback):
@@ -287,7 +296,7 @@ def start_average_at_weights(optimizer, variables):
 
 
 def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
-                   time_budget=None):
+                   time_budget=None, restore_from=None):
     """The run's callbacks, in the order the docstring of this module needs.
 
     Args:
@@ -298,9 +307,12 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
         ema: bool, the optimizer keeps a moving average of the weights:
             validation and the checkpoints use it.
         time_budget: optional `TimeBudget`, placed before the checkpoints.
+        restore_from: optional run folder whose backup this run restores
+            and never writes (a non-chief worker's: the chief's run folder).
     """
     guard = DivergenceGuard(out)
-    backup = ResumableBackup(os.path.join(out, backup_name),
+    backup = ResumableBackup(os.path.join(restore_from or out, backup_name),
+                             read_only=restore_from is not None,
                              double_checkpoint=True, delete_checkpoint=False)
     best = BestModelSaver(os.path.join(out, "best.keras"))
     swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None

@@ -7,10 +7,16 @@
 import contextlib
 import json
 import os
+import re
 
 import keras
 
+# How TensorFlow names a task in its errors.
+TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
 
+
+class WorkerLostError(RuntimeError):
+    """A worker of a multi-worker run stopped; the others cannot go on."""
 
 def set_up_distribution(strategy):
     """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
@@ -23,7 +29,8 @@ def set_up_distribution(strategy):
     `MultiWorkerMirroredStrategy` from `TF_CONFIG`. JAX:
     `keras.distribution.DataParallel` over all devices (`multi_worker`
     first calls `keras.distribution.initialize()` from the
-    `KERAS_DISTRIBUTION_*` variables).
+    `KERAS_DISTRIBUTION_*` variables, for one process:
+    `check_multi_worker_environment` refuses more).
     """
     backend = keras.backend.backend()
     if strategy == "none":
@@ -95,6 +102,20 @@ def check_multi_worker_environment(backend):
                 f"{', '.join(missing)}. Use --strategy=mirrored for the "
                 "devices of one machine."
             )
+        processes = os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"]
+        if processes.strip() != "1":
+            # Keras' multi-process DataParallel takes only a tf.data input
+            # it shards itself, or a per-process shard of each batch, which
+            # ImageBatches does not make; and predictions would have to be
+            # gathered across processes.
+            raise ValueError(
+                f"KERAS_DISTRIBUTION_NUM_PROCESSES={processes}: this command "
+                "trains under JAX in one process only (its input pipeline "
+                "feeds one process; jax.distributed is not started). Use "
+                "--strategy=mirrored for all devices of one machine (JAX's "
+                "DataParallel), or KERAS_BACKEND=tensorflow with "
+                "--strategy=multi_worker and TF_CONFIG for several "
+                "machines.")
 
 
 def multi_worker_strategy():
@@ -137,3 +158,42 @@ def worker_name():
         return f"{task.get('type', 'worker')}_{task.get('index', 0)}"
     process = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID")
     return f"process_{process}" if process else f"pid_{os.getpid()}"
+
+
+def is_lost_worker_error(error):
+    """Whether `error` is TensorFlow's report of a lost peer.
+
+    `MultiWorkerMirroredStrategy` aborts the collectives of every surviving
+    worker when a peer stops sending heartbeats (the coordination service)
+    or stops answering its health check; the pending step then raises
+    `UnavailableError` (or `DeadlineExceededError` after a collective
+    timeout) instead of waiting forever.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return False
+    return isinstance(error, (tf.errors.UnavailableError,
+                              tf.errors.DeadlineExceededError))
+
+
+def lost_worker_message(error, out, finished_epochs):
+    """The message of a `WorkerLostError`: who was lost and what to do.
+
+    Args:
+        error: TensorFlow's error.
+        out: the run folder (the chief's).
+        finished_epochs: int, epochs the run folder holds.
+    """
+    text = re.sub(r"\{\{.*?\}\}\s*", "", str(error)).strip()
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    own = f"/job:{task.get('type')}/replica:0/task:{task.get('index')}"
+    tasks = sorted(set(TASK_PATTERN.findall(text)) - {own})
+    who = ", ".join(tasks) if tasks else "a worker of the cluster"
+    return (f"{who} stopped (killed, crashed or unreachable), so this "
+            f"worker ({worker_name()}) stopped too: multi-worker training "
+            "needs every worker at every step. The run folder "
+            f"{out} keeps {finished_epochs} finished epoch(s); re-run the "
+            "same command on every worker (the same TF_CONFIG) to resume "
+            f"from epoch {finished_epochs + 1}. TensorFlow said: "
+            f"{' '.join(text.splitlines()[:2])[:400]}")

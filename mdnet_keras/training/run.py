@@ -39,7 +39,10 @@ Distributed training uses the existing engines: `tf.distribute`
 `distribution.multi_worker_strategy`) under
 TensorFlow, `keras.distribution.DataParallel` under JAX. `batch_size` is the
 global batch (split over replicas); the peak learning rate is
-`learning_rate * batch_size / 128` unless `scale_learning_rate=False`.
+`learning_rate * batch_size / 128` unless `scale_learning_rate=False`. A
+multi-worker run resumes every worker from the chief's backup (its run
+folder must be one all workers see); a worker that dies makes the others
+raise `WorkerLostError`, and re-running every worker resumes.
 """
 
 import dataclasses
@@ -123,8 +126,10 @@ def load_data(config):
 def selection_split(dataset, validation_split, seed):
     """The images that train and the images that select the best epoch.
 
-    A stratified `validation_split` share of each class of the training
-    images is held out for per-epoch validation, which picks `best.keras`;
+    The data set's own validation split (a folder's `val/` beside `test/`)
+    validates where it has one. Else a stratified `validation_split` share
+    of each class of the training images is held out for per-epoch
+    validation, which picks `best.keras`;
     the test split stays out of training and selection, for the final
     report only. With `validation_split=0` the test split validates (and so
     selects), and the run says so.
@@ -139,6 +144,13 @@ def selection_split(dataset, validation_split, seed):
     from mdnet_keras.data import stratified_split
     from mdnet_keras.data import take
 
+    if dataset.x_val is not None:
+        if validation_split:
+            logger.info("The data set has its own validation split; "
+                        "--validation_split=%s is not used.",
+                        validation_split)
+        return (dataset.x_train, dataset.y_train, dataset.x_val,
+                dataset.y_val, "the data set's own validation split")
     if not validation_split:
         logger.warning("--validation_split=0: the test split validates and "
                        "selects best.keras, so its test figure is not an "
@@ -241,6 +253,8 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
             or another configuration's run.
         TrainingDivergedError: the loss became NaN or infinite; the last
             good epoch's `last.keras`, `best.keras` and backup are kept.
+        WorkerLostError: another worker of a multi-worker run stopped; the
+            message names it and the epoch a re-run resumes from.
     """
     started = time.time()
     config = config_lib.resolve_config(config, custom_model=build_model is not None,
@@ -272,6 +286,9 @@ def train(config=None, build_model=None, callbacks=None, **overrides):
 def _train(config, out, resumed, started, custom_builder=None,
            extra_callbacks=()):
     make_scope, num_replicas, is_chief = distribution.set_up_distribution(config.strategy)
+    # Every worker resumes from the chief's backup (the run folder must be
+    # one that all workers see).
+    chief_out = out
     if not is_chief:
         out = os.path.join(out, "workers", distribution.worker_name())
         os.makedirs(out, exist_ok=True)
@@ -354,7 +371,7 @@ def _train(config, out, resumed, started, custom_builder=None,
     if config.freeze_backbone_epochs < config.epochs:
         phases.append(("full", config.epochs, True))
 
-    phases, phase_start = phases_left(phases, out)
+    phases, phase_start = phases_left(phases, chief_out)
     epochs_this_session = 0
     time_budget = (run_callbacks.TimeBudget(60 * config.time_budget_minutes, started)
                    if config.time_budget_minutes else None)
@@ -388,7 +405,9 @@ def _train(config, out, resumed, started, custom_builder=None,
             callbacks = run_callbacks.make_callbacks(out, train_data, phase_start,
                                        f"backup_{phase_name}",
                                        ema=bool(ema_momentum),
-                                       time_budget=time_budget)
+                                       time_budget=time_budget,
+                                       restore_from=None if is_chief
+                                       else chief_out)
             callbacks += extra_callbacks
             model._initial_epoch = None
             train_data.epoch = phase_start
@@ -419,6 +438,12 @@ def _train(config, out, resumed, started, custom_builder=None,
                    f"{peak_lr:.3g}) or --clipnorm.")
         run_folder.write_status(out, "diverged", message=message)
         raise run_callbacks.TrainingDivergedError(message) from None
+    except Exception as e:
+        if not (config.strategy == "multi_worker"
+                and distribution.is_lost_worker_error(e)):
+            raise
+        raise distribution.WorkerLostError(distribution.lost_worker_message(
+            e, chief_out, run_folder.backup_epoch(chief_out))) from None
     fit_seconds = time.time() - fit_started
 
     metrics = finish_run(config, out, model, dataset, test_data, facts,

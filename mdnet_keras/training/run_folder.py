@@ -183,6 +183,20 @@ def last_history_epoch(out):
     return int(max(epochs)) + 1 if epochs else 0
 
 
+def backup_epoch(out):
+    """The epoch a re-run resumes from: the latest `backup_*/` of `out`."""
+    epochs = [0]
+    for name in os.listdir(out) if os.path.isdir(out) else ():
+        path = os.path.join(out, name, "training_metadata.json")
+        if name.startswith("backup_") and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    epochs.append(int(json.load(f)["epoch"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return max(epochs)
+
+
 def lock_holder(out):
     """The `run.lock` record of `out` (pid, host, time), or None."""
     try:
