@@ -53,7 +53,7 @@ def test_convert_gate_failure_exits_nonzero(toy_keras, tmp_path):
     out = tmp_path / "g.tflite"
     r = _run(["tflite/convert.py", f"--model={toy_keras}", "--mode=float32",
               "--dataset=cifar10", f"--data={CIFAR}", f"--out={out}",
-              "--eval_images=100", "--min_images=10", "--max_drop=-101"])
+              "--eval_images=100", "--max_drop=-101"])
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Accuracy gate failed" in r.stderr
 

@@ -146,7 +146,7 @@ def test_each_mode_converts_runs_and_agrees(mode):
     model, acc = toy()
     _, _, xt, yt, _ = cifar()
     data = converted("toy", mode)
-    report = tfl.validate_tflite(model, data, mode, xt[:600], yt[:600], min_images=500)
+    report = tfl.validate_tflite(model, data, mode, xt[:600], yt[:600])
     assert report["size_bytes"] == len(data) > 0
     assert report["custom_or_flex_ops"] == []
     assert "CONV_2D" in report["ops"] and "BATCH_MATMUL" in report["ops"]
@@ -274,20 +274,12 @@ def test_export_writes_report_labels_and_preprocessing(tmp_path):
     pre = json.load(open(side["preprocessing"]))
     assert pre["input_dtype"] == "int8" and pre["input_zero_point"] == -128
     assert pre["resize"] == {"height": 32, "width": 32, "method": "bilinear"}
-    # 100 images < 500: the gate warns and says why instead of failing.
-    assert report["gate"]["status"] == "warn"
-    assert "100 held-out images" in report["gate"]["reason"]
-
-
-def test_accuracy_gate_rules():
-    from mdnet_keras.export.tflite import accuracy_gate
-
-    assert accuracy_gate(0.80, 0.795, 1000, 10)["status"] == "pass"
-    fail = accuracy_gate(0.80, 0.78, 1000, 10)
-    assert fail["status"] == "fail" and "int16x8" in fail["reason"]
-    assert accuracy_gate(0.80, 0.70, 100, 10)["status"] == "warn"
-    near = accuracy_gate(0.15, 0.05, 1000, 10)
-    assert near["status"] == "warn" and "chance" in near["reason"]
+    # The paired gate (tests/test_accuracy_gate.py) on the same 100 images.
+    gate = report["gate"]
+    assert gate["num_images"] == 100
+    assert gate["drop_points"] == pytest.approx(
+        100 * (report["keras_top1"] - report["tflite_top1"]), abs=0.01)
+    assert gate["interval_points"][0] <= gate["drop_points"] <= gate["interval_points"][1]
 
 
 def test_gate_failure_raises_after_writing(tmp_path):
@@ -299,7 +291,7 @@ def test_gate_failure_raises_after_writing(tmp_path):
     with pytest.raises(tfl.AccuracyGateError, match="fell"):
         # A drop of more than -101 points is impossible to avoid: must fail.
         tfl.export_tflite(model, out, mode="float32", x_eval=xt[:50], y_eval=yt[:50],
-                          max_drop=-101, min_images=10, verbose=False)
+                          max_drop=-101, verbose=False)
     assert out.is_file() and os.path.isfile(tfl.sidecar_paths(out)["report"])
 
 

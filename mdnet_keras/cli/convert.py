@@ -39,9 +39,15 @@ _define(flags.DEFINE_enum, "io_type", "int8", ["int8", "uint8"],
 _define(flags.DEFINE_integer, "eval_images", 1000,
                      "Held-out test images for the report (0: all).")
 _define(flags.DEFINE_float, "max_drop", 1.0,
-                   "Fail when top-1 falls more than this many points.")
-_define(flags.DEFINE_integer, "min_images", 500,
-                     "Enforce the gate only with at least this many images.")
+                   "Fail when top-1 falls more than this many points beyond "
+                   "doubt (a paired test on the evaluation images).")
+# --- QAT (issue 16) ---
+_define(flags.DEFINE_string, "ptq_baseline", None,
+        "With a quantization-aware (QAT) --model: the float .keras it was "
+        "fine-tuned from, converted by post-training quantization for the "
+        "side-by-side report and used as the gate's reference (default: "
+        "float.keras beside the model, if there).")
+# --- end QAT ---
 _define(flags.DEFINE_bool, "allow_float_ops", False,
                   "Accept float ops in an integer model (reported, not fatal).")
 _define(flags.DEFINE_string, "micro_out", None,
@@ -70,10 +76,10 @@ def default_out(model_path, mode):
 
 
 def run_convert(model_path, mode, dataset, data, out=None, num_calibration=200,
-                io_type="int8", eval_images=1000, max_drop=1.0, min_images=500,
+                io_type="int8", eval_images=1000, max_drop=1.0,
                 allow_float_ops=False, micro_out=None, flash_kb=None, ram_kb=None,
                 arena_margin=0, edgetpu=False, seed=0, max_depthwise_taps=None,
-                symmetric_matmul=True):
+                symmetric_matmul=True, ptq_baseline=None):
     """The convert command as a function. Returns (exit_code, report).
 
     `max_depthwise_taps=None` picks 25, or 0 (kernels whole) with
@@ -102,7 +108,7 @@ def run_convert(model_path, mode, dataset, data, out=None, num_calibration=200,
             y_eval=y_eval, class_names=ds.class_names,
             num_calibration=num_calibration, io_type=io_type,
             allow_float_ops=allow_float_ops, max_drop=max_drop,
-            min_images=min_images, seed=seed,
+            seed=seed,
             max_depthwise_taps=(
                 (0 if micro_out else tfl.XNNPACK_DEPTHWISE_TAPS)
                 if max_depthwise_taps is None else max_depthwise_taps) or None,
@@ -111,6 +117,19 @@ def run_convert(model_path, mode, dataset, data, out=None, num_calibration=200,
         print(f"FAILED: {e}", file=sys.stderr)
         report, code = e.report, 1
     report["source"] = os.fspath(model_path)
+    # --- QAT (issue 16) ---
+    from mdnet_keras import quantization
+
+    if mode == "int8" and quantization.is_quantization_aware(model):
+        report["qat"] = quantization.compare_with_ptq(
+            report, out, ptq_baseline or quantization.default_ptq_baseline(model_path),
+            ds.x_train, x_eval, y_eval, num_calibration=num_calibration,
+            io_type=io_type, max_drop=max_drop, seed=seed,
+            max_depthwise_taps=report["max_depthwise_taps"],
+            symmetric_matmul=symmetric_matmul)
+        if report["qat"].get("gate", {}).get("status") == "fail":
+            code = 1
+    # --- end QAT ---
     if report.get("gate", {}).get("status") == "warn":
         print(f"warning: accuracy gate not enforced: {report['gate']['reason']}",
               file=sys.stderr)
@@ -159,10 +178,10 @@ def main(argv):
         code, _ = run_convert(
             FLAGS.model, FLAGS.mode, FLAGS.dataset, FLAGS.data, FLAGS.out,
             FLAGS.num_calibration, FLAGS.io_type, FLAGS.eval_images,
-            FLAGS.max_drop, FLAGS.min_images, FLAGS.allow_float_ops,
+            FLAGS.max_drop, FLAGS.allow_float_ops,
             FLAGS.micro_out, FLAGS.flash_kb, FLAGS.ram_kb, FLAGS.arena_margin,
             FLAGS.edgetpu, FLAGS.seed, FLAGS.max_depthwise_taps,
-            FLAGS.symmetric_matmul)
+            FLAGS.symmetric_matmul, FLAGS.ptq_baseline)
     except (tfl.ModelLoadError, tfl.ConversionError, ValueError,
             FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,12 +4,12 @@ TensorFlow and the LiteRT/TFLM runtimes are imported lazily inside the
 functions, so importing this package is cheap.
 """
 
+from mdnet_keras.export.accuracy_gate import paired_gate
 from mdnet_keras.export.tflite import MODES
 from mdnet_keras.export.tflite import AccuracyGateError
 from mdnet_keras.export.tflite import ConversionError
 from mdnet_keras.export.tflite import LiteRTRunner
 from mdnet_keras.export.tflite import ModelLoadError
-from mdnet_keras.export.tflite import accuracy_gate
 from mdnet_keras.export.tflite import as_float32_model
 from mdnet_keras.export.tflite import convert_model
 from mdnet_keras.export.tflite import describe_ops
@@ -24,12 +24,12 @@ __all__ = [
     "ConversionError",
     "LiteRTRunner",
     "ModelLoadError",
-    "accuracy_gate",
     "as_float32_model",
     "convert_model",
     "describe_ops",
     "export_tflite",
     "load_keras_model",
+    "paired_gate",
     "validate_tflite",
     "xnnpack_partitions",
 ]

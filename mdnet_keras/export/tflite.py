@@ -21,7 +21,7 @@ Every conversion is followed by `validate_tflite`: size, op list, a float-island
 check read from the flatbuffer's tensor types (the converter leaves float ops in
 an "integer" model silently), top-1 of the Keras model and of the `.tflite` on
 held-out images, argmax agreement and the largest output difference, and an
-accuracy gate (see `accuracy_gate`).
+paired accuracy gate (`accuracy_gate.paired_gate`).
 
 This module imports TensorFlow; keep TF-only code here and in `micro.py`.
 """
@@ -33,6 +33,8 @@ import zipfile
 
 import numpy as np
 
+from mdnet_keras.export.accuracy_gate import paired_gate
+
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 INTEGER_MODES = ("int8", "int16x8")
 IO_TYPES = ("int8", "uint8")
@@ -40,7 +42,6 @@ IO_TYPES = ("int8", "uint8")
 FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64")
 
 DEFAULT_MAX_DROP = 1.0  # points of top-1
-DEFAULT_MIN_IMAGES = 500
 DEFAULT_NUM_CALIBRATION = 200
 # The most taps (kh * kw) of a depthwise kernel that XNNPACK runs on its fast
 # single-pass code (its unipass microkernels go up to 5x5). Measured with
@@ -764,57 +765,9 @@ class LiteRTRunner:
 # ---------------------------------------------------------------------------
 
 
-def accuracy_gate(float_top1, tflite_top1, num_images, num_classes,
-                  max_drop=DEFAULT_MAX_DROP, min_images=DEFAULT_MIN_IMAGES,
-                  chance_factor=2.0):
-    """Decides pass / fail / warn for the top-1 drop of a converted model.
-
-    Fails only when the drop exceeds `max_drop` points on at least
-    `min_images` images and the float model is clearly above chance (top-1 at
-    least `chance_factor` times 1/num_classes); otherwise warns and says why,
-    so that a short demo run is not flaky.
-
-    Returns:
-        dict with `status` ("pass" | "fail" | "warn"), `drop_points`, `reason`.
-    """
-    drop = 100.0 * (float_top1 - tflite_top1)
-    chance = 1.0 / max(1, num_classes)
-    result = {
-        "status": "pass",
-        "drop_points": round(drop, 3),
-        "max_drop_points": max_drop,
-        "num_images": int(num_images),
-        "min_images": int(min_images),
-        "reason": "",
-    }
-    exceeded = drop > max_drop
-    if num_images < min_images:
-        result["status"] = "warn"
-        result["reason"] = (
-            f"only {num_images} held-out images (< {min_images}): one image is "
-            f"{100.0 / max(1, num_images):.2f} points, too coarse to gate on; "
-            f"drop {drop:.2f} points was not enforced"
-        )
-    elif float_top1 < chance_factor * chance:
-        result["status"] = "warn"
-        result["reason"] = (
-            f"float top-1 {100 * float_top1:.1f}% is near chance "
-            f"({100 * chance:.1f}% for {num_classes} classes): agreement and "
-            "drop mean little for an untrained model; not enforced"
-        )
-    elif exceeded:
-        result["status"] = "fail"
-        result["reason"] = (
-            f"top-1 fell {drop:.2f} points (> {max_drop}) on {num_images} "
-            "images; try --mode=int16x8, more calibration samples, or "
-            "quantization-aware training"
-        )
-    return result
-
-
 def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                     allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
-                    min_images=DEFAULT_MIN_IMAGES, batch_size=256):
+                    batch_size=256):
     """Builds the validation report of a converted model.
 
     Args:
@@ -900,10 +853,8 @@ def validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                 np.allclose(keras_out.sum(-1), 1.0, atol=1e-3)
             ),
         })
-        report["gate"] = accuracy_gate(
-            keras_top1, lite_top1, x_eval.shape[0], num_classes,
-            max_drop=max_drop, min_images=min_images,
-        )
+        report["gate"] = paired_gate(keras_pred == y_eval, lite_pred == y_eval,
+                                     max_drop=max_drop)
     else:
         report["gate"] = {"status": "warn", "reason": "no evaluation images"}
     return report
@@ -1002,7 +953,7 @@ def preprocessing_facts(tflite_bytes, image_shape, resize_method="bilinear"):
 def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                   y_eval=None, class_names=None, num_calibration=DEFAULT_NUM_CALIBRATION,
                   io_type="int8", allow_float_ops=False, max_drop=DEFAULT_MAX_DROP,
-                  min_images=DEFAULT_MIN_IMAGES, seed=0, verbose=True,
+                  seed=0, verbose=True,
                   max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS,
                   symmetric_matmul=True):
     """Converts, validates and writes a model with its side files.
@@ -1017,7 +968,8 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
         num_calibration: calibration images drawn from `x_train`.
         io_type: "int8" or "uint8" model input/output (mode int8).
         allow_float_ops: accept float islands in an integer model.
-        max_drop, min_images: the accuracy gate (see `accuracy_gate`).
+        max_drop: the top-1 drop (points) the accuracy gate allows (see
+            `mdnet_keras.export.accuracy_gate.paired_gate`).
         max_depthwise_taps: large multi-scale depthwise kernels are split
             into pieces of at most this many taps (see `convert_model`);
             `None` keeps them whole.
@@ -1051,7 +1003,7 @@ def export_tflite(model, out_path, mode="int8", x_train=None, x_eval=None,
                                  symmetric_matmul=symmetric_matmul)
     report = validate_tflite(model, tflite_bytes, mode, x_eval, y_eval,
                              allow_float_ops=allow_float_ops,
-                             max_drop=max_drop, min_images=min_images)
+                             max_drop=max_drop)
     report["source"] = source
     report["tflite_path"] = out_path
     report["max_depthwise_taps"] = max_depthwise_taps

@@ -8,13 +8,20 @@
 
 from mdnet_keras.quantization.fine_tune import RangeFreezer
 from mdnet_keras.quantization.fine_tune import check_float32_policy
+from mdnet_keras.quantization.fine_tune import check_train_options
 from mdnet_keras.quantization.fine_tune import fine_tune
+from mdnet_keras.quantization.fine_tune import fine_tune_phase
 from mdnet_keras.quantization.quant_layers import QuantConv
 from mdnet_keras.quantization.quant_layers import QuantDense
 from mdnet_keras.quantization.quant_layers import QuantDifferentialAttention
 from mdnet_keras.quantization.quant_layers import QuantMultiScaleChannelConv
 from mdnet_keras.quantization.quant_layers import QuantStandardAttention
 from mdnet_keras.quantization.quantizers import ActivationQuantizer
+from mdnet_keras.quantization.report import FLOAT_BASELINE_NAME
+from mdnet_keras.quantization.report import compare_with_ptq
+from mdnet_keras.quantization.report import default_ptq_baseline
+from mdnet_keras.quantization.report import format_side_by_side
+from mdnet_keras.quantization.report import side_by_side
 from mdnet_keras.quantization.quantizers import fake_quant_weights
 from mdnet_keras.quantization.twin import calibrate
 from mdnet_keras.quantization.twin import freeze_ranges
@@ -23,6 +30,7 @@ from mdnet_keras.quantization.twin import quantize_model
 from mdnet_keras.quantization.twin import quantizers
 
 __all__ = [
+    "FLOAT_BASELINE_NAME",
     "ActivationQuantizer",
     "QuantConv",
     "QuantDense",
@@ -32,10 +40,16 @@ __all__ = [
     "RangeFreezer",
     "calibrate",
     "check_float32_policy",
+    "check_train_options",
+    "compare_with_ptq",
+    "default_ptq_baseline",
     "fake_quant_weights",
     "fine_tune",
+    "fine_tune_phase",
+    "format_side_by_side",
     "freeze_ranges",
     "is_quantization_aware",
     "quantize_model",
     "quantizers",
+    "side_by_side",
 ]

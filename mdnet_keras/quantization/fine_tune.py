@@ -1,5 +1,7 @@
 """`fine_tune`: quantization-aware fine-tuning of a trained model with `fit`."""
 
+import os
+
 import keras
 import numpy as np
 
@@ -115,3 +117,55 @@ def fine_tune(model, train_data, val_data=None, epochs=3, initial_epoch=0,
                       epochs=initial_epoch + int(epochs), initial_epoch=initial_epoch,
                       callbacks=[freezer, *callbacks], shuffle=False, verbose=verbose)
     return qat, history
+
+
+def check_train_options(config):
+    """Checks a training configuration's QAT options (`train --qat_epochs`).
+
+    Raises:
+        ValueError: negative `qat_epochs`, QAT with mixed precision, or no
+            epoch at all to train.
+    """
+    if config.qat_epochs < 0:
+        raise ValueError(f"`qat_epochs` must be >= 0. Received: {config.qat_epochs}")
+    if config.qat_epochs and config.mixed_precision:
+        raise ValueError(
+            "--qat_epochs cannot run with --mixed_precision: quantization-aware "
+            "fine-tuning runs in float32 (int8 ranges learned in 16-bit floats "
+            "are not the converter's). Train the float epochs in mixed "
+            "precision, then fine-tune with --init_from=RUN/last.keras "
+            "--epochs=0 --qat_epochs=N without --mixed_precision.")
+    if config.epochs == 0 and not (config.qat_epochs and config.init_from):
+        raise ValueError("--epochs=0 needs --qat_epochs and --init_from (a "
+                         "trained model to fine-tune).")
+
+
+def fine_tune_phase(model, out, train_data, val_data, epochs, initial_epoch,
+                    callbacks, save, **options):
+    """The training loop's QAT phase: keeps the float model, then `fine_tune`.
+
+    Writes `<out>/float.keras` (the PTQ baseline that `convert` compares
+    with) and runs `fine_tune` with the loop's callbacks, whose backup makes
+    a killed QAT epoch resume like a float one.
+
+    Args:
+        model: the trained float model.
+        out: the run folder.
+        train_data, val_data: the loop's batches.
+        epochs: int, QAT epochs.
+        initial_epoch: int, the float epochs before.
+        callbacks: the loop's callbacks (checkpoints, backup, history).
+        save: `save(model, path)`, the loop's atomic save.
+        **options: more `fine_tune` arguments.
+
+    Returns:
+        `(qat_model, history)`.
+    """
+    from mdnet_keras.quantization.report import FLOAT_BASELINE_NAME
+
+    save(model, os.path.join(out, FLOAT_BASELINE_NAME))
+    print(f"Phase 'qat': epochs {initial_epoch + 1}-{initial_epoch + epochs}, "
+          "quantization-aware fine-tuning (ranges frozen after "
+          f"{100 * DEFAULT_FREEZE_FRACTION:.0f}% of its steps).")
+    return fine_tune(model, train_data, val_data, epochs, initial_epoch=initial_epoch,
+                     callbacks=callbacks, **options)

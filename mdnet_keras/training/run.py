@@ -115,6 +115,7 @@ class TrainConfig:
     stem_strides: int = 1
     init_from: str = None
     freeze_backbone_epochs: int = 0
+    qat_epochs: int = 0  # QAT hook (issue 16)
     # Optimisation.
     epochs: int = None
     batch_size: int = None
@@ -201,7 +202,8 @@ def resolve_config(config=None, **overrides):
         config.model_config = json.loads(config.model_config or "{}")
     config.model_config = dict(config.model_config or {})
     for key in ("epochs", "batch_size"):
-        if int(getattr(config, key)) < 1:
+        # QAT hook (issue 16): --epochs=0 --qat_epochs=N fine-tunes --init_from.
+        if int(getattr(config, key)) < (0 if key == "epochs" and config.qat_epochs else 1):
             raise ValueError(f"`{key}` must be >= 1. Received: "
                              f"{getattr(config, key)}")
     if not 0 <= config.freeze_backbone_epochs <= config.epochs:
@@ -214,6 +216,9 @@ def resolve_config(config=None, **overrides):
                        "model: pass --init_from to fine-tune trained weights.")
     if config.init_from and not os.path.exists(config.init_from):
         raise ValueError(f"`init_from` file not found: {config.init_from}")
+    if config.qat_epochs or config.epochs == 0:  # QAT hook (issue 16)
+        from mdnet_keras.quantization import check_train_options
+        check_train_options(config)
     if config.out is None:
         config.out = default_out_dir(config)
     return config
@@ -854,6 +859,17 @@ def _train(config, out, resumed, started):
             )
             epochs_this_session += len(history.history.get("loss", []))
             phase_start = phase_end
+        # --- QAT hook (issue 16): quantization-aware fine-tuning ---
+        if config.qat_epochs:
+            from mdnet_keras import quantization
+
+            model, history = quantization.fine_tune_phase(
+                model, out, train_data, val_data, config.qat_epochs, phase_start,
+                make_callbacks(out, train_data, phase_start, "backup_qat"),
+                label_smoothing=config.label_smoothing, verbose=config.verbose,
+                save=save_model_atomic)
+            epochs_this_session += len(history.history.get("loss", []))
+        # --- end QAT hook ---
     except TrainingDivergedError as e:
         last_epoch = last_history_epoch(out)
         kept = (f"kept the last good model of epoch {last_epoch}: "
@@ -873,6 +889,7 @@ def _train(config, out, resumed, started):
                          fit_seconds, epochs_this_session, started)
     shutil.rmtree(os.path.join(out, "backup_frozen"), ignore_errors=True)
     shutil.rmtree(os.path.join(out, "backup_full"), ignore_errors=True)
+    shutil.rmtree(os.path.join(out, "backup_qat"), ignore_errors=True)  # QAT hook
     write_status(out, "finished")
     print(f"Top-1 {100 * metrics['top1']:.2f}%, top-5 "
           f"{100 * metrics['top5']:.2f}% on {metrics['num_examples']} test "
