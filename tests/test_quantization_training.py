@@ -63,7 +63,10 @@ def qat_runs(tmp_path_factory):
 
 def test_resume_after_sigkill_during_qat(qat_runs):
     assert qat_runs["at_kill"]["epoch"] == [0, 1]  # float epoch, 1st QAT epoch
-    assert "Resuming from epoch 3" in qat_runs["resumed_log"]
+    # The resumed process re-ran only the unfinished QAT epoch.
+    assert "Epoch 3/3" in qat_runs["resumed_log"]
+    assert "Epoch 1/3" not in qat_runs["resumed_log"]
+    assert "Epoch 2/3" not in qat_runs["resumed_log"]
     history = read_rows(qat_runs["killed"])
     reference = read_rows(qat_runs["reference"])
     assert history["epoch"] == [0, 1, 2]

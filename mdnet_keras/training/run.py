@@ -823,6 +823,10 @@ def _train(config, out, resumed, started):
     epochs_this_session = 0
     phase_start = 0
     optimizer = None
+    # QAT hook (issue 16): killed in a QAT epoch, the run resumes there (the
+    # float phases' resume would trim the QAT epochs from history.csv).
+    if config.qat_epochs and os.path.isdir(os.path.join(out, "backup_qat")):
+        phases, phase_start = [], config.epochs
     fit_started = time.time()
     try:
         for phase_name, phase_end, trainable in phases:
