@@ -15,6 +15,7 @@ from keras import ops
 from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers import MultiScaleChannelConv
 from mdnet_keras.layers import StandardAttention
+from mdnet_keras.layers.differential_attention import RMS_NORM_EPSILON
 from mdnet_keras.quantization.quantizers import SOFTMAX_RANGE
 from mdnet_keras.quantization.quantizers import ActivationQuantizer
 from mdnet_keras.quantization.quantizers import fake_quant_weights
@@ -180,30 +181,72 @@ class QuantDense(keras.layers.Dense):
 
 @keras.saving.register_keras_serializable(package="mdnet_qat")
 class QuantMultiScaleChannelConv(MultiScaleChannelConv):
-    """`MultiScaleChannelConv` with per-channel int8 depthwise kernels.
+    """`MultiScaleChannelConv` with per-channel int8 kernels and its BN, as in int8.
 
-    The BatchNormalization after it is not folded: the converter moves only
-    its shift into the depthwise biases and keeps its scale as a MUL.
+    The converter cannot fold the BatchNormalization after the concatenated
+    groups into the kernels: it moves the shift into the depthwise biases
+    and keeps the scale as a MUL. So the concatenation holds
+    `depthwise(x) + shift / scale` in one int8 tensor (quantized here), and
+    the MUL by `scale` follows.
+
+    Args:
+        batch_norm_epsilon: float, the epsilon of the folded
+            BatchNormalization, or None when there is none. Defaults to None.
+        **kwargs: `MultiScaleChannelConv` arguments.
 
     Example:
 
-    >>> layer = QuantMultiScaleChannelConv(kernel_sizes=(3, 5))
+    >>> layer = QuantMultiScaleChannelConv(kernel_sizes=(3, 5), batch_norm_epsilon=1e-3)
     >>> tuple(layer(np.zeros((1, 8, 8, 8), "float32")).shape)
     (1, 8, 8, 8)
     """
 
+    def __init__(self, batch_norm_epsilon=None, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_norm_epsilon = batch_norm_epsilon
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.batch_norm_epsilon is None:
+            return
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(
+            shape=(channels,), initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(
+            shape=(channels,), initializer="ones", trainable=False, name="moving_variance")
+        self.output_quantizer = ActivationQuantizer(name="output_quantizer")
+        self.output_quantizer.build(())
+
     def _depthwise(self, inputs, kernel):
         return super()._depthwise(inputs, fake_quant_weights(kernel, axis=2))
 
+    def call(self, inputs, training=False):
+        x = super().call(inputs)
+        if self.batch_norm_epsilon is None:
+            return x
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.batch_norm_epsilon)
+        shift = self.beta - self.moving_mean * scale
+        x = self.output_quantizer(x + shift / scale, training=training)
+        return x * scale
+
+    def get_config(self):
+        config = super().get_config()
+        config["batch_norm_epsilon"] = self.batch_norm_epsilon
+        return config
+
 
 class QuantAttentionMixin:
-    """Quantized projections, matmul operands and softmax of attention.
+    """Quantized projections, matmul operands, softmax and head norm of attention.
 
     Quantized: keys, values and the layer's output (their projections'
-    outputs), the scaled queries, the score maps and the softmax maps;
-    every projection kernel per channel. The rest (the differential
-    maps, the head norm) is calibrated by the converter.
+    outputs), the scaled queries, the score maps, the softmax maps and, per
+    subclass (`INTERNAL`), the tensors after them that the int8 graph
+    requantizes; every projection kernel per channel.
     """
+
+    INTERNAL = ("query", "score", "context")
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -215,24 +258,23 @@ class QuantAttentionMixin:
             twin.build(tuple(input_shape[:-1]) + (dense.kernel.shape[0],))
             self._tracker.untrack(dense)
             setattr(self, f"{name}_dense", twin)
-        self.query_quantizer = ActivationQuantizer(name="query_quantizer")
-        self.score_quantizer = ActivationQuantizer(name="score_quantizer")
+        self.internal_quantizers = {
+            name: ActivationQuantizer(name=f"{name}_quantizer") for name in self.INTERNAL}
         self.softmax_quantizer = ActivationQuantizer(
             fixed_range=SOFTMAX_RANGE, name="softmax_quantizer")
-        for quantizer in (self.query_quantizer, self.score_quantizer,
-                          self.softmax_quantizer):
+        for quantizer in (*self.internal_quantizers.values(), self.softmax_quantizer):
             quantizer.build(())
+
+    def fake_quant(self, name, x):
+        return self.internal_quantizers[name](x, training=getattr(self, "_training", False))
 
     def call(self, inputs, return_attention_scores=False, training=False):
         self._training = training
         return super().call(inputs, return_attention_scores=return_attention_scores)
 
     def attention_probs(self, query, key):
-        training = getattr(self, "_training", False)
-        query = self.query_quantizer(
-            query * ops.cast(self.key_dim**-0.5, query.dtype), training=training)
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
-        scores = self.score_quantizer(scores, training=training)
+        query = self.fake_quant("query", query * ops.cast(self.key_dim**-0.5, query.dtype))
+        scores = self.fake_quant("score", ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))))
         probs = self.softmax_quantizer(ops.softmax(ops.cast(scores, "float32"), axis=-1))
         return ops.cast(probs, self.compute_dtype)
 
@@ -241,12 +283,38 @@ class QuantAttentionMixin:
 class QuantDifferentialAttention(QuantAttentionMixin, DifferentialAttention):
     """`DifferentialAttention` with int8 fake quantization (see the mixin).
 
+    Also quantized: `lambda * A2`, the difference map, its product with the
+    values and every step of the head RMS norm (int8 ops in TFLite).
+
     Example:
 
     >>> layer = QuantDifferentialAttention(num_heads=2)
     >>> tuple(layer(np.zeros((1, 16, 32), "float32")).shape)
     (1, 16, 32)
     """
+
+    # The mean square is left to calibration: rounded to int8 it can reach
+    # 0, where the float rsqrt is infinite (the int8 RSQRT saturates).
+    INTERNAL = QuantAttentionMixin.INTERNAL + (
+        "weighted", "difference", "square", "rsqrt", "normalized")
+
+    def attend(self, query, key, value):
+        probs = self.attention_probs(query, key)
+        first = probs[:, : self.num_heads]
+        second = probs[:, self.num_heads :]
+        weighted = self.fake_quant("weighted", ops.cast(self.lambda_value(), probs.dtype) * second)
+        difference = self.fake_quant("difference", first - weighted)
+        outputs = self.head_rms_norm(self.fake_quant("context", ops.matmul(difference, value)))
+        outputs = outputs * ops.cast(1.0 - self.lambda_init, outputs.dtype)
+        return outputs, {"softmax_1": first, "softmax_2": second, "difference": difference}
+
+    def head_rms_norm(self, x):
+        x32 = ops.cast(x, "float32")
+        square = self.fake_quant("square", x32 * x32)
+        mean_square = ops.mean(square, axis=-1, keepdims=True)
+        inverse = self.fake_quant("rsqrt", ops.rsqrt(mean_square + RMS_NORM_EPSILON))
+        normalized = self.fake_quant("normalized", x32 * inverse)
+        return ops.cast(normalized, self.compute_dtype) * self.norm_scale
 
 
 @keras.saving.register_keras_serializable(package="mdnet_qat")
@@ -259,3 +327,7 @@ class QuantStandardAttention(QuantAttentionMixin, StandardAttention):
     >>> tuple(layer(np.zeros((1, 16, 32), "float32")).shape)
     (1, 16, 32)
     """
+
+    def attend(self, query, key, value):
+        probs = self.attention_probs(query, key)
+        return self.fake_quant("context", ops.matmul(probs, value)), probs

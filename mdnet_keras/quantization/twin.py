@@ -79,13 +79,13 @@ def _plan(model):
         after = consumers[name]
         return after[0] if len(after) == 1 and isinstance(after[0], types) else None
 
-    fold = {}        # conv name -> its BatchNormalization
-    folded = set()   # BatchNormalization names folded into a conv
+    fold = {}        # conv name -> the BatchNormalization folded into it
+    folded = set()   # the names of those BatchNormalizations
     quantize = set()  # names of layers followed by an ActivationQuantizer
     for layer in model.layers:
         if isinstance(layer, REQUANTIZING) or _is_normalization(layer):
             quantize.add(layer.name)
-        if isinstance(layer, CONVS):
+        if isinstance(layer, CONVS + (MultiScaleChannelConv,)):
             bn = sole(layer.name, keras.layers.BatchNormalization)
             end = layer
             if bn is not None:
@@ -136,7 +136,9 @@ def _twin_layer(layer, fold, folded):
     if isinstance(layer, keras.layers.Dense):
         return ql.QuantDense.from_config(config)
     if isinstance(layer, MultiScaleChannelConv):
-        return ql.QuantMultiScaleChannelConv.from_config(config)
+        bn = fold.get(layer.name)
+        return ql.QuantMultiScaleChannelConv.from_config(
+            dict(config, batch_norm_epsilon=None if bn is None else bn.epsilon))
     for source, twin_class in ATTENTION_TWINS.items():
         if type(layer) is source:
             return twin_class.from_config(config)
@@ -145,8 +147,13 @@ def _twin_layer(layer, fold, folded):
 
 def _copy_weights(original, twin, bn):
     """Fills a built twin layer from the float layer (and folded BN)."""
-    if isinstance(twin, ql.QuantConv):
-        values = {"kernel": original.kernel}
+    if isinstance(twin, (ql.QuantConv, ql.QuantMultiScaleChannelConv)):
+        if isinstance(twin, ql.QuantConv):
+            values = {"kernel": original.kernel}
+        else:
+            for variable, value in zip(twin.kernels, original.kernels):
+                variable.assign(value)
+            values = {}
         if original.use_bias:
             values["bias"] = original.bias
         if bn is not None:
