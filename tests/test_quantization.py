@@ -72,7 +72,8 @@ def test_twin_computes_what_the_int8_model_computes(trained, converted, neu):
 def test_same_op_list_and_no_float_island(converted):
     ptq, qat = converted
     ops = tfl.describe_ops(qat)
-    assert [o["op"] for o in ops] == [o["op"] for o in tfl.describe_ops(ptq)]
+    # The same ops, each as often; the order of a pieced kernel's sum may differ.
+    assert sorted(o["op"] for o in ops) == sorted(o["op"] for o in tfl.describe_ops(ptq))
     assert tfl.find_float_ops(ops) == []
     assert abs(len(qat) - len(ptq)) < 0.01 * len(ptq)
 

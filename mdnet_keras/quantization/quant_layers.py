@@ -223,13 +223,22 @@ class QuantMultiScaleChannelConv(MultiScaleChannelConv):
         return super()._depthwise(inputs, fake_quant_weights(kernel, axis=2))
 
     def call(self, inputs, training=False):
-        x = super().call(inputs)
         if self.batch_norm_epsilon is None:
-            return x
+            return super().call(inputs)
         scale = self.gamma * ops.rsqrt(self.moving_variance + self.batch_norm_epsilon)
-        shift = self.beta - self.moving_mean * scale
-        x = self.output_quantizer(x + shift / scale, training=training)
-        return x * scale
+        offset = (self.beta - self.moving_mean * scale) / scale
+        if self.bias is not None:
+            offset = offset + self.bias
+        # The offset is added per group, where the converter makes it the
+        # depthwise convolutions' bias (after the concatenation it would
+        # stay an ADD).
+        outputs, start = [], 0
+        for group, kernel in zip(self._split(inputs), self.kernels):
+            width = kernel.shape[2]
+            outputs.append(self._depthwise(group, kernel) + offset[start:start + width])
+            start += width
+        x = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, -1)
+        return self.output_quantizer(x, training=training) * scale
 
     def get_config(self):
         config = super().get_config()
