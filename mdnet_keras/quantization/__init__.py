@@ -21,6 +21,7 @@ from mdnet_keras.quantization.report import FLOAT_BASELINE_NAME
 from mdnet_keras.quantization.report import compare_with_ptq
 from mdnet_keras.quantization.report import default_ptq_baseline
 from mdnet_keras.quantization.report import format_side_by_side
+from mdnet_keras.quantization.report import op_count_difference
 from mdnet_keras.quantization.report import side_by_side
 from mdnet_keras.quantization.quantizers import fake_quant_weights
 from mdnet_keras.quantization.twin import calibrate
@@ -49,6 +50,7 @@ __all__ = [
     "format_side_by_side",
     "freeze_ranges",
     "is_quantization_aware",
+    "op_count_difference",
     "quantize_model",
     "quantizers",
     "side_by_side",

@@ -25,7 +25,8 @@ def side_by_side(float_model, ptq_bytes, qat_bytes, x_eval, y_eval, max_drop=1.0
     Returns:
         dict: `float_top1`, and for "ptq" and "qat" the int8 `top1`,
         `size_bytes`, `num_ops` and the paired `gate` against the float
-        model; `same_ops` (whether both int8 graphs have the same ops, each as often).
+        model; `same_ops` (whether both int8 graphs have the same op list) and
+        `op_count_difference` (QAT minus PTQ, per op type).
     """
     y_eval = np.asarray(y_eval).reshape(-1)
     float_right = float_model.predict(
@@ -38,10 +39,16 @@ def side_by_side(float_model, ptq_bytes, qat_bytes, x_eval, y_eval, max_drop=1.0
         result[name] = {"top1": float(right.mean()), "size_bytes": len(tflite_bytes),
                         "num_ops": len(ops[name]),
                         "gate": paired_gate(float_right, right, max_drop=max_drop)}
-    # The same ops, each as often (the converter may order a sum's terms
-    # differently).
-    result["same_ops"] = sorted(ops["ptq"]) == sorted(ops["qat"])
+    result["same_ops"] = ops["ptq"] == ops["qat"]
+    result["op_count_difference"] = op_count_difference(ops["ptq"], ops["qat"])
     return result
+
+
+def op_count_difference(ptq_ops, qat_ops):
+    """{op: QAT count - PTQ count} for the op types whose counts differ."""
+    types = set(ptq_ops) | set(qat_ops)
+    return {op: qat_ops.count(op) - ptq_ops.count(op) for op in sorted(types)
+            if qat_ops.count(op) != ptq_ops.count(op)}
 
 
 def format_side_by_side(result):
@@ -54,7 +61,8 @@ def format_side_by_side(result):
         lines.append(f"{name + ' int8':<10}{100 * row['top1']:>8.2f}%"
                      f"{gate.get('drop_points', float('nan')):>8.2f}  "
                      f"{low:>6.2f} to {high:<6.2f}  {gate['status']}")
-    lines.append(f"on {result['num_images']} images; same op list: {result['same_ops']}")
+    lines.append(f"on {result['num_images']} images; same op list: {result['same_ops']}"
+                 f" (QAT - PTQ op counts: {result['op_count_difference'] or 'none'})")
     return "\n".join(lines)
 
 
