@@ -23,6 +23,22 @@ from mdnet_keras.quantization.quantizers import ActivationQuantizer
 from mdnet_keras.quantization.quantizers import fake_quant_weights
 
 
+def add_batch_norm_weights(layer, channels):
+    """Gives `layer` the weights of a folded BatchNormalization (stats frozen)."""
+    layer.gamma = layer.add_weight(shape=(channels,), initializer="ones", name="gamma")
+    layer.beta = layer.add_weight(shape=(channels,), initializer="zeros", name="beta")
+    layer.moving_mean = layer.add_weight(
+        shape=(channels,), initializer="zeros", trainable=False, name="moving_mean")
+    layer.moving_variance = layer.add_weight(
+        shape=(channels,), initializer="ones", trainable=False, name="moving_variance")
+
+
+def batch_norm_scale_shift(layer):
+    """`(scale, shift)` of the folded BatchNormalization: y = x * scale + shift."""
+    scale = layer.gamma * ops.rsqrt(layer.moving_variance + layer.batch_norm_epsilon)
+    return scale, layer.beta - layer.moving_mean * scale
+
+
 @keras.saving.register_keras_serializable(package="mdnet_qat")
 class QuantConv(keras.layers.Layer):
     """Conv2D or DepthwiseConv2D with its BatchNormalization folded in.
@@ -81,20 +97,14 @@ class QuantConv(keras.layers.Layer):
         self.bias = (self.add_weight(shape=(out,), initializer="zeros", name="bias")
                      if self.use_bias else None)
         if self.batch_norm_epsilon is not None:
-            self.gamma = self.add_weight(shape=(out,), initializer="ones", name="gamma")
-            self.beta = self.add_weight(shape=(out,), initializer="zeros", name="beta")
-            self.moving_mean = self.add_weight(
-                shape=(out,), initializer="zeros", trainable=False, name="moving_mean")
-            self.moving_variance = self.add_weight(
-                shape=(out,), initializer="ones", trainable=False, name="moving_variance")
+            add_batch_norm_weights(self, out)
 
     def folded(self):
         """The folded float kernel and bias (before fake quantization)."""
         kernel, bias = self.kernel, self.bias
         if self.batch_norm_epsilon is None:
             return kernel, bias
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.batch_norm_epsilon)
-        shift = self.beta - self.moving_mean * scale
+        scale, shift = batch_norm_scale_shift(self)
         if bias is not None:
             shift = shift + bias * scale
         per_channel = ops.reshape(scale, (-1, 1)) if self.depthwise else scale
@@ -211,13 +221,7 @@ class QuantMultiScaleChannelConv(MultiScaleChannelConv):
         super().build(input_shape)
         if self.batch_norm_epsilon is None:
             return
-        channels = input_shape[-1]
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(
-            shape=(channels,), initializer="zeros", trainable=False, name="moving_mean")
-        self.moving_variance = self.add_weight(
-            shape=(channels,), initializer="ones", trainable=False, name="moving_variance")
+        add_batch_norm_weights(self, input_shape[-1])
         self.output_quantizer = ActivationQuantizer(name="output_quantizer")
         self.output_quantizer.build(())
 
@@ -255,8 +259,8 @@ class QuantMultiScaleChannelConv(MultiScaleChannelConv):
     def call(self, inputs, training=False):
         if self.batch_norm_epsilon is None:
             return super().call(inputs)
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.batch_norm_epsilon)
-        offset = (self.beta - self.moving_mean * scale) / scale
+        scale, shift = batch_norm_scale_shift(self)
+        offset = shift / scale
         if self.bias is not None:
             offset = offset + self.bias
         # The offset is added per group, where the converter makes it the
