@@ -125,8 +125,13 @@ def main(argv=None):
     parser.add_argument("--qat_epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", default=None, help="run folder root (default: OUT/work)")
+    parser.add_argument("--init_from", default=None,
+                        help="fine-tune this trained float .keras (--epochs=0) "
+                             "instead of training the float model first")
     args = parser.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
+    if args.init_from:
+        budget = dict(budget, train=dict(budget["train"], init_from=args.init_from, epochs=0))
     work = args.work or os.path.join(args.out, "work")
     result = measure(budget, args.qat_epochs, work)
     machine = bench.machine_info()

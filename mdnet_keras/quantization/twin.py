@@ -15,7 +15,6 @@ import keras
 import numpy as np
 
 from mdnet_keras.export import as_float32_model
-from mdnet_keras.export.tflite import XNNPACK_DEPTHWISE_TAPS
 from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers import MultiScaleChannelConv
 from mdnet_keras.layers import StandardAttention
@@ -115,7 +114,7 @@ def _check_supported(layer):
             "DifferentialAttention, StandardAttention and weightless layers.")
 
 
-def _twin_layer(layer, fold, folded, max_depthwise_taps):
+def _twin_layer(layer, fold, folded):
     """The twin of one layer (unbuilt) and how to fill its weights."""
     config = layer.get_config()
     if layer.name in folded:
@@ -138,9 +137,8 @@ def _twin_layer(layer, fold, folded, max_depthwise_taps):
         return ql.QuantDense.from_config(config)
     if isinstance(layer, MultiScaleChannelConv):
         bn = fold.get(layer.name)
-        return ql.QuantMultiScaleChannelConv.from_config(dict(
-            config, batch_norm_epsilon=None if bn is None else bn.epsilon,
-            max_kernel_taps=layer.max_kernel_taps or max_depthwise_taps))
+        return ql.QuantMultiScaleChannelConv.from_config(
+            dict(config, batch_norm_epsilon=None if bn is None else bn.epsilon))
     for source, twin_class in ATTENTION_TWINS.items():
         if type(layer) is source:
             return twin_class.from_config(config)
@@ -185,8 +183,7 @@ def _copy_weights(original, twin, bn):
     twin.set_weights(float_weights)
 
 
-def quantize_model(model, calibration_images=None, batch_size=32, momentum=0.99,
-                   max_depthwise_taps=XNNPACK_DEPTHWISE_TAPS):
+def quantize_model(model, calibration_images=None, batch_size=32, momentum=0.99):
     """Returns the quantization-aware twin of a trained functional model.
 
     Args:
@@ -199,11 +196,6 @@ def quantize_model(model, calibration_images=None, batch_size=32, momentum=0.99,
             (else at the first training batch).
         batch_size: int, batch size of the calibration pass.
         momentum: float, the quantizers' moving-average momentum.
-        max_depthwise_taps: int or None, the multi-scale kernels' piece size
-            (`MultiScaleChannelConv.max_kernel_taps`) when the model has
-            none: the export's default, so the pieces trained (each rounded
-            on its own) are the ones deployed. None keeps kernels whole (for
-            TFLite Micro, exported with whole kernels).
 
     Returns:
         A new functional model with the same inputs, outputs and names of
@@ -232,7 +224,7 @@ def quantize_model(model, calibration_images=None, batch_size=32, momentum=0.99,
     originals = {}
 
     def clone(layer):
-        twin = _twin_layer(layer, fold, folded, max_depthwise_taps)
+        twin = _twin_layer(layer, fold, folded)
         originals[id(twin)] = layer
         return twin
 
