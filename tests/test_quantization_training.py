@@ -90,7 +90,7 @@ def test_convert_reports_ptq_and_qat_side_by_side(qat_runs, tmp_path):
                                eval_images=0, max_drop=100.0)
     assert code == 0
     side = report["qat"]
-    assert side["same_ops"] and side["num_images"] == 100
+    assert set(side["op_count_difference"]) <= {"ADD"} and side["num_images"] == 100
     assert (tmp_path / "qat_int8_ptq.tflite").is_file()
     for name in ("ptq", "qat"):
         assert 0 <= side[name]["top1"] <= 1

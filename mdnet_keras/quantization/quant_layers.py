@@ -16,8 +16,6 @@ from mdnet_keras.layers import DifferentialAttention
 from mdnet_keras.layers import MultiScaleChannelConv
 from mdnet_keras.layers import StandardAttention
 from mdnet_keras.layers.differential_attention import RMS_NORM_EPSILON
-from mdnet_keras.layers.multi_scale_channel_conv import kernel_pieces
-from mdnet_keras.layers.multi_scale_channel_conv import live_kernel_range
 from mdnet_keras.quantization.quantizers import SOFTMAX_RANGE
 from mdnet_keras.quantization.quantizers import ActivationQuantizer
 from mdnet_keras.quantization.quantizers import fake_quant_weights
@@ -225,54 +223,15 @@ class QuantMultiScaleChannelConv(MultiScaleChannelConv):
         self.output_quantizer = ActivationQuantizer(name="output_quantizer")
         self.output_quantizer.build(())
 
-    def _depthwise(self, inputs, kernel, bias=None):
-        """One group's depthwise convolution, `bias` added to its first piece.
-
-        Large kernels are cut into pieces as `pieced_depthwise_conv` cuts
-        them, each piece rounded to int8 on its own (the converter quantizes
-        each piece's constant per channel) and the bias added to the first
-        piece, where the converter makes it that convolution's bias.
-        """
-        size = kernel.shape[0]
-        if (self.max_kernel_taps is None or size * size <= self.max_kernel_taps
-                or None in inputs.shape[1:3]):
-            x = ops.depthwise_conv(inputs, fake_quant_weights(kernel, axis=2),
-                                   strides=self.strides, padding="same")
-            return x if bias is None else x + bias
-        height, width = inputs.shape[1], inputs.shape[2]
-        row0, row1, out_h, top, bottom = live_kernel_range(height, size, self.strides)
-        col0, col1, out_w, left, right = live_kernel_range(width, size, self.strides)
-        kernel = kernel[row0:row1, col0:col1]
-        padded = ops.pad(inputs, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        outputs = None
-        for r0, r1, c0, c1 in kernel_pieces(row1 - row0, col1 - col0, self.max_kernel_taps):
-            window = padded[:, r0:r0 + self.strides * (out_h - 1) + r1 - r0,
-                            c0:c0 + self.strides * (out_w - 1) + c1 - c0, :]
-            piece = ops.depthwise_conv(window, fake_quant_weights(kernel[r0:r1, c0:c1], axis=2),
-                                       strides=self.strides, padding="valid")
-            if outputs is None:
-                outputs = piece if bias is None else piece + bias
-            else:
-                outputs = outputs + piece
-        return outputs
+    def _depthwise(self, inputs, kernel):
+        return super()._depthwise(inputs, fake_quant_weights(kernel, axis=2))
 
     def call(self, inputs, training=False):
+        x = super().call(inputs)
         if self.batch_norm_epsilon is None:
-            return super().call(inputs)
+            return x
         scale, shift = batch_norm_scale_shift(self)
-        offset = shift / scale
-        if self.bias is not None:
-            offset = offset + self.bias
-        # The offset is added per group, where the converter makes it the
-        # depthwise convolutions' bias (after the concatenation it would
-        # stay an ADD).
-        outputs, start = [], 0
-        for group, kernel in zip(self._split(inputs), self.kernels):
-            width = kernel.shape[2]
-            outputs.append(self._depthwise(group, kernel, offset[start:start + width]))
-            start += width
-        x = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, -1)
-        return self.output_quantizer(x, training=training) * scale
+        return self.output_quantizer(x + shift / scale, training=training) * scale
 
     def get_config(self):
         config = super().get_config()
