@@ -15,6 +15,7 @@ DEFAULT_LEARNING_RATE = 1e-4
 # last steps train the weights against the ranges the int8 model will use.
 DEFAULT_FREEZE_FRACTION = 0.5
 DEFAULT_CALIBRATION_BATCHES = 8
+BACKUP_NAME = "backup_qat"  # the training loop's backup of the QAT phase
 
 
 class RangeFreezer(keras.callbacks.Callback):
@@ -146,7 +147,9 @@ def fine_tune_phase(model, out, train_data, val_data, epochs, initial_epoch,
 
     Writes `<out>/float.keras` (the PTQ baseline that `convert` compares
     with) and runs `fine_tune` with the loop's callbacks, whose backup makes
-    a killed QAT epoch resume like a float one.
+    a killed QAT epoch resume like a float one. A run resumed in its QAT
+    phase keeps the `float.keras` it wrote (the loop's `model` is then a
+    fresh one; the backup restores the twin).
 
     Args:
         model: the trained float model.
@@ -163,7 +166,8 @@ def fine_tune_phase(model, out, train_data, val_data, epochs, initial_epoch,
     """
     from mdnet_keras.quantization.report import FLOAT_BASELINE_NAME
 
-    save(model, os.path.join(out, FLOAT_BASELINE_NAME))
+    if not os.path.isdir(os.path.join(out, BACKUP_NAME)):
+        save(model, os.path.join(out, FLOAT_BASELINE_NAME))
     print(f"Phase 'qat': epochs {initial_epoch + 1}-{initial_epoch + epochs}, "
           "quantization-aware fine-tuning (ranges frozen after "
           f"{100 * DEFAULT_FREEZE_FRACTION:.0f}% of its steps).")
