@@ -60,16 +60,41 @@ def converted(trained, neu):
     return ptq, qat
 
 
-def test_twin_computes_what_the_int8_model_computes(trained, converted, neu):
-    _, twin = trained
+@pytest.fixture(scope="module")
+def calibrated(trained, converted):
+    """The calibrated twin and its int8 model."""
+    return trained[1], converted[1]
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(trained, neu):
+    """The twin fine-tuned one epoch on NEU, and its int8 model."""
+    from mdnet_keras.data import ImageBatches
+
+    keras.utils.set_random_seed(0)
+    data = ImageBatches(neu.x_train, neu.y_train, num_classes=6, batch_size=32,
+                        shuffle=True, augment=False)
+    twin, _ = quantization.fine_tune(trained[0], data, epochs=1, verbose=0)
+    return twin, convert_model(twin, "int8", rep_images=neu.x_train, num_calibration=200)
+
+
+@pytest.mark.parametrize("stage", ["calibrated", "fine_tuned"])
+def test_twin_computes_what_the_int8_model_computes(stage, request, neu):
+    # After fine-tuning they once disagreed on a third of the images: the
+    # twin left the head norm's mean square in float, where int8 rounds it
+    # to the squares' scale, so rows it rounds to 0 (a saturated RSQRT) were
+    # not trained against.
+    twin, tflite_bytes = request.getfixturevalue(stage)
     x = neu.x_test[:200]
-    lite = LiteRTRunner(converted[1]).predict(x)
+    lite = LiteRTRunner(tflite_bytes).predict(x)
     keras_out = twin.predict(x.astype("float32"), verbose=0)
     steps = np.abs(lite - keras_out).max(-1) * 256
     agreement = (lite.argmax(-1) == keras_out.argmax(-1)).mean()
-    assert np.median(steps) <= MEDIAN_OUTPUT_STEPS, np.median(steps)
-    assert steps.max() <= MAX_OUTPUT_STEPS, steps.max()
-    assert agreement >= MIN_AGREEMENT, agreement
+    measured = (f"median {np.median(steps)}, max {steps.max()} steps, "
+                f"agreement {agreement:.3f}")
+    assert np.median(steps) <= MEDIAN_OUTPUT_STEPS, measured
+    assert steps.max() <= MAX_OUTPUT_STEPS, measured
+    assert agreement >= MIN_AGREEMENT, measured
 
 
 def test_same_ops_and_no_float_island(trained, converted):

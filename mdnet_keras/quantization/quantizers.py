@@ -140,6 +140,20 @@ class ActivationQuantizer(keras.layers.Layer):
             self.initialized.assign(ops.where(track, 1.0, self.initialized))
         return fake_quant_range(x, minimum, maximum)
 
+    def in_range(self, x):
+        """Fake-quantizes `x` over this quantizer's range, which it leaves as is.
+
+        For an int8 op whose output keeps its input's scale (TFLite's MEAN).
+        """
+        if self.fixed_range is not None:
+            return fake_quant_range(ops.cast(x, "float32"), *self.fixed_range)
+        return fake_quant_range(ops.cast(x, "float32"), self.min_value, self.max_value)
+
+    def step(self):
+        """The int8 step of the current range (what one integer level is worth)."""
+        low, high = self.fixed_range or (self.min_value, self.max_value)
+        return ops.maximum(high - low, MIN_RANGE) / (2**NUM_BITS - 1)
+
     def freeze(self, frozen=True):
         """Stops (or restarts) tracking the range."""
         self.tracking.assign(0.0 if frozen else 1.0)
