@@ -11,6 +11,8 @@ PTQ int8 and QAT int8 on the same test images with the paired gate
 Usage:
     # The issue's NEU model: mdnet_micro, 64x64, stem stride 2, 10 float epochs.
     python benchmarks/qat.py --out=benchmarks/results/qat
+    # A longer float budget:
+    python benchmarks/qat.py --float_epochs=30 --out=benchmarks/results/qat/neu_30_epochs
     # The harness on a tiny model and the embedded sample, in a minute or two:
     python benchmarks/qat.py --quick --out=/tmp/qat
 """
@@ -126,11 +128,15 @@ def main(argv=None):
     parser.add_argument("--qat_epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", default=None, help="run folder root (default: OUT/work)")
+    parser.add_argument("--float_epochs", type=int, default=None,
+                        help="float epochs (default: the budget's, 10 for NEU)")
     parser.add_argument("--init_from", default=None,
                         help="fine-tune this trained float .keras (--epochs=0) "
                              "instead of training the float model first")
     args = parser.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "full"]
+    if args.float_epochs is not None:
+        budget = dict(budget, train=dict(budget["train"], epochs=args.float_epochs))
     if args.init_from:
         budget = dict(budget, train=dict(budget["train"], init_from=args.init_from, epochs=0))
     work = args.work or os.path.join(args.out, "work")
