@@ -2,9 +2,7 @@
 QAT epoch like an unbroken run, then `convert` with PTQ and QAT side by side."""
 
 import json
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from mdnet_keras import quantization
 from mdnet_keras.export import load_keras_model
 from mdnet_keras.training import config as config_lib
 from training_util import TINY
+from training_util import kill_in_epoch_after
 from training_util import read_rows
 from training_util import subprocess_env
 from training_util import subset_npz
@@ -37,20 +36,9 @@ def qat_runs(tmp_path_factory):
     reference = subprocess.Popen(qat_command(data, reference_out), env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True)
-    victim = subprocess.Popen(qat_command(data, killed_out), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = killed_out / "backup_qat" / "training_metadata.json"
-    deadline = time.time() + 500
-    while time.time() < deadline and victim.poll() is None:
-        try:
-            if json.loads(meta.read_text())["epoch"] >= 2:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    time.sleep(0.5)  # Into the second QAT epoch's steps.
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    # Killed into the second QAT epoch.
+    kill_in_epoch_after(qat_command(data, killed_out), killed_out / "backup_qat", 2,
+                        timeout=500)
     at_kill = read_rows(killed_out)
     resumed = subprocess.run(qat_command(data, killed_out), env=env,
                              capture_output=True, text=True, timeout=600)
