@@ -19,6 +19,9 @@ DOCSTRING_MODULES = [
     "mdnet_keras.profile",
     "mdnet_keras.training.recipe",
     "mdnet_keras.export.accuracy_gate",
+    "mdnet_keras.quantization.quantizers",
+    "mdnet_keras.quantization.quant_layers",
+    "mdnet_keras.quantization.twin",
 ]
 
 
