@@ -58,7 +58,7 @@ def test_issue_drop_on_360_images_fails():
     assert result["drop_points"] == pytest.approx(5.556, abs=1e-3)
     low, high = result["interval_points"]
     assert 1.0 < low < 5.556 < high
-    assert "fell 5.56 points" in result["reason"] and "--mode=int16x8" in result["reason"]
+    assert "fell 5.56 points" in result["reason"] and "qat_epochs" in result["reason"]
 
 
 @pytest.mark.parametrize("n", [360, 10000])

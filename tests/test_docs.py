@@ -20,6 +20,9 @@ DOCSTRING_MODULES = [
     "mdnet_keras.training.recipe",
     "mdnet_keras.export.accuracy_gate",
     "mdnet_keras.export.micro_graph",
+    "mdnet_keras.quantization.quantizers",
+    "mdnet_keras.quantization.quant_layers",
+    "mdnet_keras.quantization.twin",
 ]
 
 

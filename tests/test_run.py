@@ -4,10 +4,8 @@ sample."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -20,6 +18,7 @@ from mdnet_keras.training import run
 from mdnet_keras.training import run_folder
 from training_util import ARTEFACTS
 from training_util import TINY
+from training_util import kill_in_epoch_after
 from training_util import read_rows
 from training_util import subprocess_env
 from training_util import subset_npz
@@ -100,25 +99,13 @@ def resumed_runs(small_npz, tmp_path_factory):
     reference = subprocess.Popen(train_command(small_npz, reference_out),
                                  env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
-    victim = subprocess.Popen(train_command(small_npz, killed_out), env=env,
-                              stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    meta = killed_out / "backup_full" / "training_metadata.json"
-    deadline = time.time() + 400
-    while time.time() < deadline and victim.poll() is None:
-        try:
-            if json.loads(meta.read_text())["epoch"] >= 1:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    time.sleep(0.5)  # Into the second epoch's steps.
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    kill_in_epoch_after(train_command(small_npz, killed_out),
+                        killed_out / "backup_full", 1, timeout=400)
     at_kill = {
         "history": read_rows(killed_out),
         "best": json.loads((killed_out / "best.json").read_text()),
-        "backup_epoch": json.loads(meta.read_text())["epoch"],
+        "backup_epoch": json.loads(
+            (killed_out / "backup_full" / "training_metadata.json").read_text())["epoch"],
     }
     resumed = subprocess.run(train_command(small_npz, killed_out), env=env,
                              capture_output=True, text=True, timeout=600)

@@ -3,7 +3,10 @@
 import json
 import os
 import pathlib
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -41,6 +44,26 @@ def subprocess_env(**extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     env.update(extra)
     return env
+
+
+def kill_in_epoch_after(command, backup, epoch, timeout):
+    """Runs `command` and SIGKILLs it half a second into the epoch after the
+    one its backup folder `backup` records as `epoch` (or at `timeout` s)."""
+    victim = subprocess.Popen(command, env=subprocess_env(),
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    meta = pathlib.Path(backup) / "training_metadata.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and victim.poll() is None:
+        try:
+            if json.loads(meta.read_text())["epoch"] >= epoch:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)  # Into the next epoch's steps.
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
 
 
 def read_rows(out):

@@ -13,6 +13,7 @@ The data flags default to the model's run folder (see `data_flags`):
         --flash_kb=1024 --ram_kb=256 --edgetpu
 """
 
+import json
 import os
 import sys
 
@@ -43,6 +44,10 @@ define(flags.DEFINE_integer, "eval_images", 1000,
 define(flags.DEFINE_float, "max_drop", 1.0,
        "Fail when top-1 falls more than this many points beyond doubt: a "
        "paired test on the same images (see mdnet_keras.export.accuracy_gate).")
+define(flags.DEFINE_string, "ptq_baseline", None,  # QAT (issue 16)
+       "With a quantization-aware (QAT) --model: the float .keras it was "
+       "fine-tuned from, converted by post-training quantization for the "
+       "side-by-side report (default: float.keras beside the model, if there).")
 define(flags.DEFINE_bool, "allow_float_ops", False,
        "Accept float ops in an integer model (reported, not fatal).")
 define(flags.DEFINE_string, "micro_out", None,
@@ -87,7 +92,8 @@ def check_class_names(model_path, class_names):
 
 
 def run_convert(model_path, *, mode="int8", dataset="sample", out=None,
-                eval_images=1000, load_args=None, **export_args):
+                eval_images=1000, load_args=None, ptq_baseline=None,
+                **export_args):
     """The convert command as a function. Returns (exit_code, report).
 
     Args:
@@ -98,6 +104,9 @@ def run_convert(model_path, *, mode="int8", dataset="sample", out=None,
         eval_images: held-out images for the report (0: all).
         load_args: other keyword arguments of `load_dataset` (`data`,
             `seed`, ...).
+        ptq_baseline: with a quantization-aware model, the float `.keras`
+            converted by PTQ for the side-by-side report (None:
+            `float.keras` beside the model, if there).
         **export_args: keyword arguments of `mdnet_keras.export.export_all`.
     """
     import numpy as np
@@ -122,14 +131,40 @@ def run_convert(model_path, *, mode="int8", dataset="sample", out=None,
         idx = np.random.default_rng(seed).choice(len(x_eval), eval_images,
                                                  replace=False)
         x_eval, y_eval = x_eval[np.sort(idx)], y_eval[np.sort(idx)]
+    out = out or default_out(model_path, mode)
     report = export_all(
-        model, out or default_out(model_path, mode), mode=mode,
+        model, out, mode=mode,
         x_train=ds.x_train, x_eval=x_eval, y_eval=y_eval,
         class_names=ds.class_names, seed=seed,
         source=os.fspath(model_path), **export_args)
+    from mdnet_keras.quantization import is_quantization_aware
+
+    if mode == "int8" and is_quantization_aware(model):
+        add_ptq_comparison(report, out, model_path, ptq_baseline, ds.x_train,
+                           x_eval, y_eval, seed, export_args)
     for failure in report["failures"]:
         print(f"FAILED: {failure}", file=sys.stderr)
     return (1 if report["failures"] else 0), report
+
+
+def add_ptq_comparison(report, out, model_path, ptq_baseline, x_train, x_eval,
+                       y_eval, seed, export_args):
+    """Adds PTQ of the float baseline vs this QAT model to `report` and its file."""
+    from mdnet_keras import quantization
+    from mdnet_keras.export import sidecar_paths
+
+    options = {key: export_args[key] for key in ("num_calibration", "io_type",
+                                                 "symmetric_matmul")
+               if key in export_args}
+    report["qat"] = quantization.compare_with_ptq(
+        report, out,
+        ptq_baseline or quantization.default_ptq_baseline(model_path),
+        x_train, x_eval, y_eval, max_drop=export_args.get("max_drop", 1.0),
+        seed=seed, max_depthwise_taps=report["max_depthwise_taps"], **options)
+    if report["qat"].get("gate", {}).get("status") == "fail":
+        report["failures"].append("QAT int8: " + report["qat"]["gate"]["reason"])
+    with open(sidecar_paths(out)["report"], "w") as f:
+        json.dump(report, f, indent=2, default=str)
 
 
 def main(argv):
@@ -157,7 +192,8 @@ def main(argv):
             ram_kb=FLAGS.ram_kb, arena_margin=FLAGS.arena_margin,
             edgetpu=FLAGS.edgetpu,
             max_depthwise_taps="auto" if taps is None else (taps or None),
-            symmetric_matmul=FLAGS.symmetric_matmul)
+            symmetric_matmul=FLAGS.symmetric_matmul,
+            ptq_baseline=FLAGS.ptq_baseline)
     except (ModelLoadError, ConversionError, ValueError, FileNotFoundError,
             ImportError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -70,6 +70,10 @@ _define(flags.DEFINE_string, "init_from", None,
         "classes).")
 _define(flags.DEFINE_integer, "freeze_backbone_epochs", 0,
         "Train only the classifier for this many first epochs, then all.")
+_define(flags.DEFINE_integer, "qat_epochs", 0,  # QAT hook (issue 16)
+        "Quantization-aware fine-tuning epochs after the float ones (with "
+        "--epochs=0: of the --init_from model); writes float.keras, and "
+        "last.keras becomes the QAT model that convert --mode=int8 takes.")
 # Optimisation.
 _define(flags.DEFINE_enum, "recipe", None, list(RECIPE_NAMES),
         "Named training recipe (see mdnet_keras.training.recipe): fast "

@@ -153,8 +153,8 @@ def paired_gate(reference_correct, candidate_correct, max_drop=1.0,
         result["status"] = "fail"
         result["reason"] = (
             f"{summary}: more than the allowed {max_drop} points beyond doubt; "
-            "try --mode=int16x8 or more calibration images "
-            "(--num_calibration)")
+            "try quantization-aware training (train --qat_epochs), "
+            "--mode=int16x8 or more calibration images")
     elif drop > max_drop:
         result["reason"] = (
             f"{summary}: above the allowed {max_drop} points, but these "

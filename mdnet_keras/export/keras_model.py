@@ -19,7 +19,8 @@ def _register_project_objects():
     """Imports the modules whose import registers MDNet's custom objects."""
     import importlib
 
-    for name in ("mdnet_keras.layers", "mdnet_keras.models"):
+    for name in ("mdnet_keras.layers", "mdnet_keras.models",
+                 "mdnet_keras.quantization"):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -209,8 +210,9 @@ def with_small_depthwise_kernels(model, max_taps=XNNPACK_DEPTHWISE_TAPS):
     if not any(needs_pieces(layer) for layer in model._flatten_layers(include_self=False)):
         return model
     def set_max_taps(config):
-        if config.get("class_name") == "MultiScaleChannelConv" and isinstance(
-            config.get("config"), dict
+        # Any MultiScaleChannelConv class (its quantization-aware twin too).
+        if isinstance(config.get("config"), dict) and (
+            "max_kernel_taps" in config["config"]
         ):
             config["config"]["max_kernel_taps"] = max_taps
         return config
