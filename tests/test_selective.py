@@ -107,3 +107,14 @@ def test_needs_calibration_images():
 
     with pytest.raises(ValueError, match="representative dataset"):
         convert_model(tiny(), "int8_xnnpack")
+
+
+def test_a_quantization_aware_model_is_refused():
+    from mdnet_keras import quantization
+    from mdnet_keras.export import convert_model
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3))
+    twin = quantization.quantize_model(tiny())
+    with pytest.raises(ValueError, match="converts with mode int8"):
+        convert_model(twin, "int8_xnnpack", rep_images=images,
+                      num_calibration=4)

@@ -173,6 +173,14 @@ def convert_model(model, mode, rep_images=None, num_calibration=None,
             "under JAX converts after loading its .keras there)."
         )
     check_image_classifier(model)
+    if mode == "int8_xnnpack":
+        from mdnet_keras.quantization import is_quantization_aware
+
+        if is_quantization_aware(model):
+            raise ValueError(
+                "A quantization-aware (QAT) model converts with mode int8: "
+                "its trained ranges are int8's. For int8_xnnpack, convert "
+                "the float model it was fine-tuned from.")
     shape = model_image_shape(model)
     if rep_images is not None:
         rep_images = check_images(rep_images, shape, "representative images")
