@@ -1,13 +1,15 @@
 """Deployment: LiteRT (TFLite) conversion and validation, TFLite Micro, Edge TPU.
 
 One module per concern: `keras_model` (loading and preparing the Keras
-model), `converter` (the LiteRT converter per mode), `flatbuffer` (reading
+model), `converter` (the LiteRT converter per mode), `selective` (mode
+int8_xnnpack, with ai-edge-quantizer), `flatbuffer` (reading
 and editing a `.tflite`), `xnnpack` (which ops LiteRT's CPU delegate takes),
 `litert_runner` (running a `.tflite`), `validation` (the report),
 `accuracy_gate` (the paired test that gates a converted model's
 top-1 drop), `side_files` (labels, preprocessing facts), `edgetpu` (the
 Edge TPU estimate), `micro` (the model in TFLite Micro: arena, agreement),
-`micro_flatbuffer` (the model as the app compiles it in), `micro_app` (the
+`micro_graph` (MDNet's graph form for TFLite Micro), `micro_flatbuffer`
+(the model as the app compiles it in), `micro_app` (the
 C++ app: C arrays, golden images, the rendered template),
 `micro_build` (building and running that app) and `exporter` (the whole
 pipeline, `export_all`). Import from here, not from those modules.
@@ -18,6 +20,7 @@ functions, so importing this package is cheap.
 
 from mdnet_keras.export import micro
 from mdnet_keras.export import micro_app
+from mdnet_keras.export import selective
 from mdnet_keras.export.converter import DEFAULT_NUM_CALIBRATION
 from mdnet_keras.export.converter import MODES
 from mdnet_keras.export.converter import convert_model
