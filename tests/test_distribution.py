@@ -4,7 +4,6 @@ without TF_CONFIG; JAX's DataParallel on two CPU devices against one, and
 its multi-process refusal."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -114,12 +113,6 @@ def test_two_workers_on_localhost_match_one_worker(small_npz, mirrored_run,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("MDNET_FLAKY_TESTS"),
-    reason="flaky (issue 15): in one of two CI runs the surviving worker "
-           "waited past the 300 s timeout instead of reporting the lost peer; "
-           "TensorFlow's heartbeat check does not always fire. Run with "
-           "MDNET_FLAKY_TESTS=1.")
 def test_killed_worker_fails_the_run_clearly_and_rerun_resumes(small_npz,
                                                                tmp_path):
     out = tmp_path / "killed"
@@ -139,8 +132,9 @@ def test_killed_worker_fails_the_run_clearly_and_rerun_resumes(small_npz,
         time.sleep(0.05)
     time.sleep(0.2)
     workers[1].send_signal(signal.SIGKILL)
-    # The survivor stops (TensorFlow's heartbeats find the lost peer) with a
-    # message naming it and the way to resume, not a traceback or a hang.
+    # The survivor stops (its peer watchdog, or TensorFlow's heartbeats, find
+    # the lost peer) with a message naming it and the way to resume, not a
+    # traceback or a hang.
     codes, logs = finish_workers(workers, tmp_path / "first", timeout=300)
     assert codes == [4, -signal.SIGKILL], logs[0][-3000:]
     assert "/job:worker/replica:0/task:1 stopped" in logs[0], logs[0][-3000:]
@@ -182,6 +176,105 @@ def test_lost_worker_message_names_the_peer_and_the_resume(monkeypatch,
     assert message.startswith("/job:worker/replica:0/task:1 stopped")
     assert "task:0" not in message.split("TensorFlow said")[0]
     assert "resume from epoch 2" in message and str(tmp_path) in message
+
+
+def test_peer_tasks_are_the_other_chief_and_worker_tasks(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"],
+                     "evaluator": ["d:4"]},
+         "task": {"type": "worker", "index": 0}}))
+    assert distribution.peer_tasks() == ["/job:chief/replica:0/task:0",
+                                         "/job:worker/replica:0/task:1"]
+
+
+class FakeCollectives:
+    """TensorFlow's collective health check and abort, with peers that die."""
+
+    def __init__(self):
+        self.dead, self.started, self.aborted = set(), set(), []
+
+    def check_collective_ops_peer_health(self, peer, timeout_in_ms):
+        if peer in self.dead or peer not in self.started:
+            raise RuntimeError(f"{peer} unavailable")
+
+    def abort_collective_ops(self, code, message):
+        self.aborted.append(message)
+
+
+@pytest.fixture
+def collectives(monkeypatch):
+    pytest.importorskip("tensorflow")
+    from tensorflow.python.eager import context
+
+    fake = FakeCollectives()
+    monkeypatch.setattr(context, "context", lambda: fake)
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["a:1", "b:2", "c:3"]},
+         "task": {"type": "worker", "index": 0}}))
+    return fake
+
+
+def wait_for(condition, seconds=5.0):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.01)
+    return condition()
+
+
+def test_watchdog_aborts_when_a_peer_that_answered_stops(collectives,
+                                                         tmp_path):
+    watchdog = distribution.PeerWatchdog(str(tmp_path), interval_seconds=0.01,
+                                         attempts=2)
+    watchdog.on_train_begin()
+    watchdog.on_epoch_begin(0)
+    # task:2 has not started yet (workers start at different times): no
+    # abort; task:1 answers, then dies.
+    collectives.started.add("/job:worker/replica:0/task:1")
+    time.sleep(0.1)
+    assert collectives.aborted == []
+    collectives.dead.add("/job:worker/replica:0/task:1")
+    assert wait_for(lambda: collectives.aborted)
+    assert collectives.aborted == [
+        "/job:worker/replica:0/task:1 stopped answering this worker's "
+        "health checks"]
+    watchdog.on_train_end()  # the aborted step raised: fit ended
+
+
+def test_watchdog_waits_through_epoch_ends(collectives, tmp_path):
+    # At an epoch end the chief writes checkpoints while a peer that
+    # finished may have exited: no abort until the next epoch begins.
+    watchdog = distribution.PeerWatchdog(str(tmp_path), interval_seconds=0.01,
+                                         attempts=1)
+    collectives.started.update(distribution.peer_tasks())
+    watchdog.on_train_begin()
+    watchdog.on_epoch_begin(0)
+    time.sleep(0.1)
+    watchdog.on_epoch_end(0)
+    collectives.dead.add("/job:worker/replica:0/task:2")
+    time.sleep(0.1)
+    assert collectives.aborted == []
+    watchdog.on_epoch_begin(1)
+    assert wait_for(lambda: collectives.aborted)
+    watchdog.on_train_end()
+
+
+def test_watchdog_exits_when_the_aborted_step_does_not_return(
+        collectives, monkeypatch, tmp_path, capsys):
+    exits = []
+    monkeypatch.setattr(distribution.os, "_exit", exits.append)
+    watchdog = distribution.PeerWatchdog(str(tmp_path), interval_seconds=0.01,
+                                         attempts=1, grace_seconds=0.05)
+    collectives.started.add("/job:worker/replica:0/task:1")
+    watchdog.on_train_begin()
+    watchdog.on_epoch_begin(0)
+    time.sleep(0.1)
+    collectives.dead.add("/job:worker/replica:0/task:1")
+    assert wait_for(lambda: exits)
+    assert exits == [4]
+    error = capsys.readouterr().err
+    assert error.startswith("error: /job:worker/replica:0/task:1 stopped")
+    assert f"{tmp_path} keeps 0 finished epoch(s)" in error
+    watchdog.on_train_end()
 
 
 def test_backup_epoch_reads_the_latest_backup(tmp_path):

@@ -70,7 +70,7 @@ _define(flags.DEFINE_string, "init_from", None,
         "classes).")
 _define(flags.DEFINE_integer, "freeze_backbone_epochs", 0,
         "Train only the classifier for this many first epochs, then all.")
-_define(flags.DEFINE_integer, "qat_epochs", 0,  # QAT hook (issue 16)
+_define(flags.DEFINE_integer, "qat_epochs", 0,
         "Quantization-aware fine-tuning epochs after the float ones (with "
         "--epochs=0: of the --init_from model); writes float.keras, and "
         "last.keras becomes the QAT model that convert --mode=int8 takes.")

@@ -1,8 +1,9 @@
 """The training run's callbacks, and the order they run in.
 
-`make_callbacks` puts them in the order resume needs: the divergence guard
-first (before anything of a failing epoch is written), the backup's restore
-early and its save last, the weight-average swap before the checkpoints.
+`make_callbacks` puts them in the order resume needs: a multi-worker run's
+peer watchdog and the divergence guard first (before anything of a failing
+epoch is written), the backup's restore early and its save last, the
+weight-average swap before the checkpoints.
 """
 
 import importlib.util
@@ -13,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from mdnet_keras.training import distribution
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import run_folder
 
@@ -296,7 +298,7 @@ def start_average_at_weights(optimizer, variables):
 
 
 def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
-                   time_budget=None, restore_from=None):
+                   time_budget=None, restore_from=None, peers_of=None):
     """The run's callbacks, in the order the docstring of this module needs.
 
     Args:
@@ -309,6 +311,8 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
         time_budget: optional `TimeBudget`, placed before the checkpoints.
         restore_from: optional run folder whose backup this run restores
             and never writes (a non-chief worker's: the chief's run folder).
+        peers_of: optional run folder (the chief's) of a multi-worker
+            TensorFlow run: a `distribution.PeerWatchdog` comes first.
     """
     guard = DivergenceGuard(out)
     backup = ResumableBackup(os.path.join(restore_from or out, backup_name),
@@ -317,6 +321,7 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
     best = BestModelSaver(os.path.join(out, "best.keras"))
     swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None
     callbacks = [
+        distribution.PeerWatchdog(peers_of) if peers_of else None,
         guard,
         backup,
         ResumeSync(out, train_data, best, phase_start),

@@ -78,7 +78,7 @@ class TrainConfig:
     stem_strides: int = 1
     init_from: str = None
     freeze_backbone_epochs: int = 0
-    qat_epochs: int = 0  # QAT hook (issue 16)
+    qat_epochs: int = 0
     # Optimisation: fields left None come from the recipe.
     recipe: str = None
     epochs: int = None
@@ -211,7 +211,7 @@ def resolve_config(config=None, custom_model=False, **overrides):
     if not custom_model:
         check_model_config(config.model_config)
     for key in ("epochs", "batch_size"):
-        # QAT hook (issue 16): --epochs=0 --qat_epochs=N fine-tunes --init_from.
+        # --epochs=0 --qat_epochs=N fine-tunes --init_from.
         if int(getattr(config, key)) < (0 if key == "epochs" and config.qat_epochs else 1):
             raise ValueError(f"`{key}` must be >= 1. Received: "
                              f"{getattr(config, key)}")
@@ -225,7 +225,7 @@ def resolve_config(config=None, custom_model=False, **overrides):
                        "model: pass --init_from to fine-tune trained weights.")
     if config.init_from and not os.path.exists(config.init_from):
         raise ValueError(f"`init_from` file not found: {config.init_from}")
-    if config.qat_epochs or config.epochs == 0:  # QAT hook (issue 16)
+    if config.qat_epochs or config.epochs == 0:
         from mdnet_keras.quantization import check_train_options
         check_train_options(config)
     if config.out is None:

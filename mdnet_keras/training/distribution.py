@@ -8,8 +8,12 @@ import contextlib
 import json
 import os
 import re
+import sys
+import threading
 
 import keras
+
+from mdnet_keras.training import run_folder
 
 # How TensorFlow names a task in its errors.
 TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
@@ -17,6 +21,7 @@ TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
 
 class WorkerLostError(RuntimeError):
     """A worker of a multi-worker run stopped; the others cannot go on."""
+
 
 def set_up_distribution(strategy):
     """Returns `(make_scope, num_replicas, is_chief)` for `strategy`.
@@ -181,7 +186,7 @@ def lost_worker_message(error, out, finished_epochs):
     """The message of a `WorkerLostError`: who was lost and what to do.
 
     Args:
-        error: TensorFlow's error.
+        error: TensorFlow's error (or its text).
         out: the run folder (the chief's).
         finished_epochs: int, epochs the run folder holds.
     """
@@ -196,4 +201,122 @@ def lost_worker_message(error, out, finished_epochs):
             f"{out} keeps {finished_epochs} finished epoch(s); re-run the "
             "same command on every worker (the same TF_CONFIG) to resume "
             f"from epoch {finished_epochs + 1}. TensorFlow said: "
-            f"{' '.join(text.splitlines()[:2])[:400]}")
+            f"{' '.join(cause_lines(text)[:2])[:400]}")
+
+
+def cause_lines(text):
+    """The lines of TensorFlow's error text that say why (a task, an abort);
+    its first lines are often only "Graph execution error:"."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [line for line in lines
+            if TASK_PATTERN.search(line) or "abort" in line.lower()] or lines
+
+
+def peer_tasks():
+    """The other training tasks of `TF_CONFIG`'s cluster, as TensorFlow
+    names them (`/job:worker/replica:0/task:1`)."""
+    spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    own = spec.get("task", {})
+    return [f"/job:{job}/replica:0/task:{index}"
+            for job, addresses in spec.get("cluster", {}).items()
+            if job in ("chief", "worker")
+            for index in range(len(addresses))
+            if (job, index) != (own.get("type"), own.get("index"))]
+
+
+class PeerWatchdog(keras.callbacks.Callback):
+    """Stops a multi-worker run whose peer died, instead of waiting forever.
+
+    TensorFlow's coordination service is meant to abort the collectives of
+    the survivors when a peer stops sending heartbeats, but it does not
+    always fire, and then the survivors wait in the step's all-reduce for
+    good. This thread asks each peer's collective executor whether it is
+    alive (the check `MultiWorkerMirroredStrategy` runs itself when the
+    coordination service is off) and, once a peer that answered before
+    stops answering, aborts this worker's collectives with an
+    `UnavailableError` naming it: the pending step raises and the run stops
+    with `WorkerLostError`. A peer not yet started is not lost, so workers
+    may start at different times.
+
+    It watches only inside epochs (steps and validation): at an epoch end
+    the chief writes its checkpoints while a peer that finished the last
+    epoch may already have exited. If the aborted step does not return
+    within `grace_seconds`, the process prints the error and exits with
+    status 4, as the command does for `WorkerLostError`.
+
+    Args:
+        out: the run folder (the chief's), named in the error.
+        interval_seconds: float, time between two rounds of checks.
+        timeout_seconds: float, how long one check waits for an answer.
+        attempts: int, failed checks in a row that make a peer lost.
+        grace_seconds: float, how long the aborted step may take to return.
+    """
+
+    def __init__(self, out, interval_seconds=5.0, timeout_seconds=10.0,
+                 attempts=3, grace_seconds=60.0):
+        super().__init__()
+        self.out = out
+        self.interval_seconds = interval_seconds
+        self.timeout_seconds = timeout_seconds
+        self.attempts = attempts
+        self.grace_seconds = grace_seconds
+        self.peers = peer_tasks()
+        self.answered = set()
+        self.armed = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = None
+
+    def on_train_begin(self, logs=None):
+        self.stopped.clear()
+        self.thread = threading.Thread(target=self.watch, daemon=True,
+                                       name="mdnet-peer-watchdog")
+        self.thread.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.armed.set()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.armed.clear()
+
+    def on_train_end(self, logs=None):
+        self.armed.clear()
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def watch(self):
+        while not self.stopped.wait(self.interval_seconds):
+            lost = next((peer for peer in self.peers
+                         if not self.alive(peer)), None)
+            if lost is None or not self.armed.is_set():
+                continue
+            self.abort(lost)
+            return
+
+    def alive(self, peer):
+        """Whether `peer` answers; a peer never seen alive counts as alive."""
+        from tensorflow.python.eager import context
+
+        for _ in range(self.attempts):
+            try:
+                context.context().check_collective_ops_peer_health(
+                    peer, timeout_in_ms=int(1000 * self.timeout_seconds))
+                self.answered.add(peer)
+                return True
+            except Exception:  # any failure of the check means no answer
+                if self.stopped.is_set():
+                    return True
+        return peer not in self.answered
+
+    def abort(self, peer):
+        import tensorflow as tf
+        from tensorflow.python.eager import context
+
+        reason = f"{peer} stopped answering this worker's health checks"
+        context.context().abort_collective_ops(tf.errors.UNAVAILABLE, reason)
+        if not self.stopped.wait(self.grace_seconds):
+            message = lost_worker_message(reason, self.out,
+                                          run_folder.backup_epoch(self.out))
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            os._exit(4)

@@ -376,10 +376,12 @@ def _train(config, out, resumed, started, custom_builder=None,
     time_budget = (run_callbacks.TimeBudget(60 * config.time_budget_minutes, started)
                    if config.time_budget_minutes else None)
     optimizer = None
-    # QAT hook (issue 16): killed in a QAT epoch, the run resumes there (the
-    # float phases' resume would trim the QAT epochs from history.csv).
+    # Killed in a QAT epoch, the run resumes there (the float phases' resume
+    # would trim the QAT epochs from history.csv).
     if config.qat_epochs and os.path.isdir(os.path.join(out, "backup_qat")):
         phases, phase_start = [], config.epochs
+    watched_out = (chief_out if config.strategy == "multi_worker"
+                   and keras.backend.backend() == "tensorflow" else None)
     fit_started = time.time()
     try:
         for phase_name, phase_end, trainable in phases:
@@ -406,12 +408,11 @@ def _train(config, out, resumed, started, custom_builder=None,
                 print(f"Phase '{phase_name}': epochs {phase_start + 1}-"
                       f"{phase_end}, backbone "
                       f"{'trainable' if trainable else 'frozen'}.")
-            callbacks = run_callbacks.make_callbacks(out, train_data, phase_start,
-                                       f"backup_{phase_name}",
-                                       ema=bool(ema_momentum),
-                                       time_budget=time_budget,
-                                       restore_from=None if is_chief
-                                       else chief_out)
+            callbacks = run_callbacks.make_callbacks(
+                out, train_data, phase_start, f"backup_{phase_name}",
+                ema=bool(ema_momentum), time_budget=time_budget,
+                restore_from=None if is_chief else chief_out,
+                peers_of=watched_out)
             callbacks += extra_callbacks
             model._initial_epoch = None
             train_data.epoch = phase_start
@@ -429,18 +430,17 @@ def _train(config, out, resumed, started, custom_builder=None,
             phase_start = phase_end
             if time_budget is not None and time_budget.stopped_after:
                 break
-        # --- QAT hook (issue 16): quantization-aware fine-tuning ---
         if config.qat_epochs and not (time_budget and time_budget.stopped_after):
             from mdnet_keras import quantization
 
             model, history = quantization.fine_tune_phase(
                 model, out, train_data, val_data, config.qat_epochs, phase_start,
                 run_callbacks.make_callbacks(out, train_data, phase_start,
-                                             "backup_qat", time_budget=time_budget),
+                                             "backup_qat", time_budget=time_budget,
+                                             peers_of=watched_out),
                 label_smoothing=config.label_smoothing, verbose=config.verbose,
                 save=run_callbacks.save_model_atomic)
             epochs_this_session += len(history.history.get("loss", []))
-        # --- end QAT hook ---
     except run_callbacks.TrainingDivergedError as e:
         last_epoch = run_folder.last_history_epoch(out)
         kept = (f"kept the last good model of epoch {last_epoch}: "
@@ -466,7 +466,7 @@ def _train(config, out, resumed, started, custom_builder=None,
                          fit_seconds, epochs_this_session, started)
     shutil.rmtree(os.path.join(out, "backup_frozen"), ignore_errors=True)
     shutil.rmtree(os.path.join(out, "backup_full"), ignore_errors=True)
-    shutil.rmtree(os.path.join(out, "backup_qat"), ignore_errors=True)  # QAT hook
+    shutil.rmtree(os.path.join(out, "backup_qat"), ignore_errors=True)
     run_folder.write_status(out, "finished")
     print(f"Top-1 {100 * metrics['top1']:.2f}%, top-5 "
           f"{100 * metrics['top5']:.2f}% on {metrics['num_examples']} test "
