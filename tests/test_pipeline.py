@@ -79,6 +79,26 @@ def test_crop_and_flip_change_images_but_keep_labels(data):
         assert any(np.array_equal(c, x1[k]) for c in crops)
 
 
+@pytest.mark.parametrize("padding, flip, channels",
+                         [(4, True, 3), (2, True, 1), (0, True, 3), (3, False, 3)])
+def test_crop_and_flip_is_the_crop_of_each_image_at_its_drawn_offset(
+        padding, flip, channels):
+    x = np.random.default_rng(5).integers(0, 256, (64, 12, 10, channels),
+                                          dtype=np.uint8)
+    out = crop_and_flip(x, padding, flip, np.random.default_rng(7))
+    # The same draws, in the same order, applied one image at a time.
+    rng = np.random.default_rng(7)
+    dy = rng.integers(0, 2 * padding + 1, 64)
+    dx = rng.integers(0, 2 * padding + 1, 64)
+    flipped = rng.random(64) < 0.5 if flip else np.zeros(64, bool)
+    padded = np.pad(x, ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)))
+    for k in range(64):
+        crop = padded[k, dy[k]:dy[k] + 12, dx[k]:dx[k] + 10]
+        np.testing.assert_array_equal(out[k], crop[:, ::-1] if flipped[k]
+                                      else crop)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+
+
 def test_crop_padding_scales_with_image_size():
     x = np.zeros((2, 64, 64, 1), np.uint8)
     assert ImageBatches(x, np.zeros(2, int), 2).crop_padding == 8
