@@ -4,6 +4,7 @@ without TF_CONFIG; JAX's DataParallel on two CPU devices against one, and
 its multi-process refusal."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -271,10 +272,48 @@ def test_watchdog_exits_when_the_aborted_step_does_not_return(
     collectives.dead.add("/job:worker/replica:0/task:1")
     assert wait_for(lambda: exits)
     assert exits == [4]
-    error = capsys.readouterr().err
+    notice, error = capsys.readouterr().err.splitlines()
+    assert notice.startswith("/job:worker/replica:0/task:1 stopped answering")
     assert error.startswith("error: /job:worker/replica:0/task:1 stopped")
     assert f"{tmp_path} keeps 0 finished epoch(s)" in error
-    watchdog.on_train_end()
+    watchdog.on_train_end()  # also disarms faulthandler's forced exit
+
+
+def test_watchdog_ends_a_process_whose_main_thread_hangs_holding_the_gil(
+        tmp_path):
+    # As a deadlocked destructor does: no Python thread can run, so only
+    # faulthandler's own thread can end the process.
+    script = f"""
+import ctypes, json, os, sys, time
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+os.environ["TF_CONFIG"] = json.dumps(
+    {{"cluster": {{"worker": ["a:1", "b:2"]}},
+     "task": {{"type": "worker", "index": 0}}}})
+from tensorflow.python.eager import context
+from test_distribution import FakeCollectives
+from mdnet_keras.training import distribution
+fake = FakeCollectives()
+context.context = lambda: fake
+watchdog = distribution.PeerWatchdog({str(tmp_path)!r}, interval_seconds=0.01,
+                                     attempts=1, grace_seconds=0.2,
+                                     forced_exit_seconds=0.3)
+fake.started.add("/job:worker/replica:0/task:1")
+watchdog.on_train_begin()
+watchdog.on_epoch_begin(0)
+time.sleep(0.1)
+fake.dead.add("/job:worker/replica:0/task:1")
+while not fake.aborted:
+    time.sleep(0.01)
+ctypes.PyDLL(None).sleep(60)  # libc's sleep, holding the GIL
+"""
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert time.time() - started < 45
+    assert "stopped answering this worker's health checks" in done.stderr
+    assert "Timeout" in done.stderr and "most recent call first" in \
+        done.stderr, done.stderr[-3000:]
 
 
 def test_backup_epoch_reads_the_latest_backup(tmp_path):

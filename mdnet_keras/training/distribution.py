@@ -5,6 +5,7 @@
 """
 
 import contextlib
+import faulthandler
 import json
 import os
 import re
@@ -15,6 +16,9 @@ import keras
 
 from mdnet_keras.training import run_folder
 
+# The process's standard error (`sys.stderr` may be replaced by an object
+# without a file descriptor, which faulthandler needs).
+STDERR_FD = 2
 # How TensorFlow names a task in its errors.
 TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
 
@@ -242,7 +246,11 @@ class PeerWatchdog(keras.callbacks.Callback):
     the chief writes its checkpoints while a peer that finished the last
     epoch may already have exited. If the aborted step does not return
     within `grace_seconds`, the process prints the error and exits with
-    status 4, as the command does for `WorkerLostError`.
+    status 4, as the command does for `WorkerLostError`. If even that
+    cannot run (a thread that hangs holding the GIL, e.g. in an input
+    iterator's destructor), `faulthandler`'s own thread prints every
+    thread's stack and exits with status 1 `forced_exit_seconds` after
+    that.
 
     Args:
         out: the run folder (the chief's), named in the error.
@@ -250,12 +258,15 @@ class PeerWatchdog(keras.callbacks.Callback):
         timeout_seconds: float, how long one check waits for an answer.
         attempts: int, failed checks in a row that make a peer lost.
         grace_seconds: float, how long the aborted step may take to return.
+        forced_exit_seconds: float, how long after the grace faulthandler
+            ends a process that could not exit itself.
     """
 
     def __init__(self, out, interval_seconds=5.0, timeout_seconds=10.0,
-                 attempts=3, grace_seconds=60.0):
+                 attempts=3, grace_seconds=60.0, forced_exit_seconds=60.0):
         super().__init__()
         self.out = out
+        self.forced_exit_seconds = forced_exit_seconds
         self.interval_seconds = interval_seconds
         self.timeout_seconds = timeout_seconds
         self.attempts = attempts
@@ -281,6 +292,7 @@ class PeerWatchdog(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.armed.clear()
         self.stopped.set()
+        faulthandler.cancel_dump_traceback_later()
         if self.thread is not None:
             self.thread.join()
             self.thread = None
@@ -314,6 +326,11 @@ class PeerWatchdog(keras.callbacks.Callback):
         from tensorflow.python.eager import context
 
         reason = f"{peer} stopped answering this worker's health checks"
+        print(f"{reason}: aborting this worker's collectives so that it "
+              "stops.", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback_later(
+            self.grace_seconds + self.forced_exit_seconds, exit=True,
+            file=STDERR_FD)
         context.context().abort_collective_ops(tf.errors.UNAVAILABLE, reason)
         if not self.stopped.wait(self.grace_seconds):
             message = lost_worker_message(reason, self.out,
