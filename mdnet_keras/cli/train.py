@@ -18,6 +18,7 @@ Re-running the same command on an unfinished run folder resumes it (even
 after a kill mid-epoch); a finished one is refused unless --overwrite.
 """
 
+import os
 import sys
 
 from absl import flags
@@ -188,8 +189,12 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except distribution.WorkerLostError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(4)
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not sys.exit: with its collectives aborted, TensorFlow can hang
+        # destroying the input iterator of the failed step at exit. The run
+        # folder is complete as it is.
+        os._exit(4)
     except (ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -292,7 +292,7 @@ class PeerWatchdog(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.armed.clear()
         self.stopped.set()
-        faulthandler.cancel_dump_traceback_later()
+        disarm_forced_exit()
         if self.thread is not None:
             self.thread.join()
             self.thread = None
@@ -337,3 +337,8 @@ class PeerWatchdog(keras.callbacks.Callback):
                                           run_folder.backup_epoch(self.out))
             print(f"error: {message}", file=sys.stderr, flush=True)
             os._exit(4)
+
+
+def disarm_forced_exit():
+    """Cancels `PeerWatchdog`'s last resort: the main thread is running."""
+    faulthandler.cancel_dump_traceback_later()

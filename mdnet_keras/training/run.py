@@ -458,6 +458,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         if not (config.strategy == "multi_worker"
                 and distribution.is_lost_worker_error(e)):
             raise
+        distribution.disarm_forced_exit()
         raise distribution.WorkerLostError(distribution.lost_worker_message(
             e, chief_out, run_folder.backup_epoch(chief_out))) from None
     fit_seconds = time.time() - fit_started
