@@ -278,6 +278,8 @@ class PeerWatchdog(keras.callbacks.Callback):
         self.thread = None
 
     def on_train_begin(self, logs=None):
+        # A crash of TensorFlow's runtime as peers fail then shows where.
+        faulthandler.enable(file=STDERR_FD)
         self.stopped.clear()
         self.thread = threading.Thread(target=self.watch, daemon=True,
                                        name="mdnet-peer-watchdog")
