@@ -225,10 +225,10 @@ def main(argv=None):
         args.rounds, args.epochs, args.images = 1, 2, 2 * BATCH_SIZE
     if args.worker:
         return worker(args)
+    from benchmarks.suite_results import command_line
     from benchmarks.suite_results import machine_info
 
-    report = {"command": "python benchmarks/host_overhead.py "
-                         + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": command_line(__file__, argv),
               "machine": machine_info(), "backends": []}
     passed = [a for a in (argv if argv is not None else sys.argv[1:])
               if not a.startswith("--backends")]

@@ -197,8 +197,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(
         "benchmarks", "results", "int8_breakdown"))
     args = parser.parse_args(argv)
-    command = " ".join(["python benchmarks/int8_breakdown.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = suite_results.command_line(__file__, argv)
     results = measure(BUDGETS["quick" if args.quick else "full"])
     results["command"] = command
     suite_results.write_report(args.out, "int8_breakdown", results,

@@ -128,8 +128,7 @@ def main(argv=None):
         "benchmarks", "results", "int8_modes_accuracy"))
     args = parser.parse_args(argv)
     results = measure(args.quick, 64 if args.quick else args.test_images)
-    results["command"] = " ".join(["python benchmarks/int8_modes_accuracy.py",
-                                   *(sys.argv[1:] if argv is None else argv)])
+    results["command"] = suite_results.command_line(__file__, argv)
     results["machine"] = suite_results.machine_info()
     suite_results.write_report(args.out, "int8_modes_accuracy", results,
                                markdown(results))

@@ -402,8 +402,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(
         "benchmarks", "results", "int8_options"))
     args = parser.parse_args(argv)
-    command = " ".join(["python benchmarks/int8_options.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = suite_results.command_line(__file__, argv)
     budget = BUDGETS["quick" if args.quick else "full"]
     names = list(option_models(
         budget["variant"], args.options and args.options.split(",")))

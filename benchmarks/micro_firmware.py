@@ -367,8 +367,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(
         "benchmarks", "results", "micro_firmware"))
     args = parser.parse_args(argv)
-    command = " ".join(["python benchmarks/micro_firmware.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = suite_results.command_line(__file__, argv)
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     if args.models:
         budget["models"] = tuple(args.models.split(","))

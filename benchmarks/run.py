@@ -60,6 +60,7 @@ from benchmarks.suite_results import Results  # noqa: E402
 from benchmarks.suite_results import now  # noqa: E402
 from benchmarks.suite_results import Clock  # noqa: E402
 from benchmarks.suite_results import cached  # noqa: E402
+from benchmarks.suite_results import command_line  # noqa: E402
 from benchmarks.suite_data import load_benchmark_data  # noqa: E402
 from benchmarks.suite_speed import profile_entry  # noqa: E402
 from benchmarks.suite_speed import throughput_entry  # noqa: E402
@@ -293,8 +294,7 @@ def main(argv=None):
             report.write_all(json.load(f), args.out, args.suite)
         return 0
     models = args.models.split(",") if args.models else None
-    command = "python benchmarks/run.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    command = command_line(__file__, argv)
     run_suite(args.suite, models, args.out, args.deadline_minutes, args.fresh,
               command=command)
     return 0

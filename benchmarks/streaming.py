@@ -384,9 +384,7 @@ def main(argv=None):
     if args.rounds:
         budget["rounds"] = args.rounds
     sizes = sorted(budget["sizes"])
-    results = {"command": " ".join(["python benchmarks/streaming.py",
-                                    *(sys.argv[1:] if argv is None
-                                      else argv)]),
+    results = {"command": suite_results.command_line(__file__, argv),
                "machine": suite_results.machine_info(), "budget": budget,
                "decode_difference": decode_difference(
                    NEU_TRAIN, budget["image_size"],

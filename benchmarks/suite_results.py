@@ -5,6 +5,7 @@ import datetime
 import json
 import math
 import os
+import sys
 import platform
 import subprocess
 import time
@@ -203,6 +204,13 @@ def versions():
     except Exception:
         pass
     return out
+
+
+def command_line(script, argv=None):
+    """How `script` (a benchmark's `__file__`) was run: the command that
+    repeats it, from the repository root."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", f"benchmarks/{os.path.basename(script)}", *args])
 
 
 def describe_machine(info):

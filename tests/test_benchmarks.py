@@ -17,6 +17,7 @@ from benchmarks import baselines  # noqa: E402
 from benchmarks import report  # noqa: E402
 from benchmarks import run  # noqa: E402
 from benchmarks import suite_data  # noqa: E402
+from benchmarks import suite_results  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,15 @@ def test_baseline_sizes(name, classes, params):
     model = baselines.build_model(name, (32, 32, 3), classes)
     assert model.count_params() == params
     assert model.output.shape == (None, classes)
+
+
+def test_command_line_repeats_the_run_from_the_repository_root(monkeypatch):
+    script = str(ROOT / "benchmarks" / "streaming.py")
+    assert suite_results.command_line(script, ["--sizes=10", "--quick"]) == \
+        "python benchmarks/streaming.py --sizes=10 --quick"
+    monkeypatch.setattr(sys, "argv", [script, "--rounds=2"])
+    assert suite_results.command_line(script) == \
+        "python benchmarks/streaming.py --rounds=2"
 
 
 def test_ablations_within_one_percent_of_mdnet():
