@@ -131,7 +131,8 @@ _define(flags.DEFINE_integer, "crop_padding", None,
 _define(flags.DEFINE_boolean, "flip", True, "Random horizontal flips.")
 _define(flags.DEFINE_boolean, "randaugment", None,
         "Apply keras.layers.RandAugment to training batches (default: the "
-        "recipe's).")
+        "recipe's). It runs eagerly on the host and costs much more than a "
+        "training step (benchmarks/pipeline.py).")
 _define(flags.DEFINE_float, "mixup_alpha", 0.0, "MixUp Beta alpha (0: off).")
 _define(flags.DEFINE_float, "cutmix_alpha", 0.0,
         "CutMix Beta alpha (0: off).")
