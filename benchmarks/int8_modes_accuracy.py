@@ -128,11 +128,8 @@ def main(argv=None):
         "benchmarks", "results", "int8_modes_accuracy"))
     args = parser.parse_args(argv)
     results = measure(args.quick, 64 if args.quick else args.test_images)
-    results["command"] = suite_results.command_line(__file__, argv)
-    results["machine"] = suite_results.machine_info()
-    suite_results.write_report(args.out, "int8_modes_accuracy", results,
-                               markdown(results))
-    return results
+    return suite_results.publish(results, __file__, argv, args.out,
+                                 "int8_modes_accuracy", markdown)
 
 
 if __name__ == "__main__":

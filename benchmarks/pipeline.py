@@ -122,11 +122,8 @@ def main(argv=None):
     budget.update({key: getattr(args, key) for key in ("batches", "rounds")
                    if getattr(args, key)})
     results = measure(budget)
-    results["command"] = suite_results.command_line(__file__, argv)
-    results["machine"] = suite_results.machine_info()
-    suite_results.write_report(args.out, "pipeline", results,
-                               markdown(results))
-    return results
+    return suite_results.publish(results, __file__, argv, args.out,
+                                 "pipeline", markdown)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,15 @@ def describe_machine(info):
             f"cores, load average at the start {info.get('load_average')}")
 
 
+def publish(results, script, argv, out_dir, name, markdown):
+    """Adds the command and the machine to `results`, then writes the JSON
+    and `markdown(results)` (`write_report`); returns `results`."""
+    results["command"] = command_line(script, argv)
+    results["machine"] = machine_info()
+    write_report(out_dir, name, results, markdown(results))
+    return results
+
+
 def write_report(out_dir, name, results, text):
     """Writes `<out_dir>/<name>.json` (the results) and `<name>.md` (`text`).
 
