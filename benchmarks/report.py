@@ -350,6 +350,10 @@ def markdown(data, suite):
         "",
         "## TFLite Micro",
         "",
+        "What `convert --micro_out` ships: MDNet in its graph form for TFLite "
+        "Micro, large depthwise kernels whole, the flatbuffer as the app "
+        "compiles it in; the smallest arena that allocates on the host.",
+        "",
         micro_table(data),
         "",
     ]
