@@ -92,6 +92,20 @@ def test_convert_reports_ptq_and_qat_side_by_side(qat_runs, tmp_path):
     assert side["gate"] == side["qat"]["gate"]
 
 
+def test_qat_fine_tunes_init_from_without_float_epochs(qat_runs, tmp_path):
+    from mdnet_keras.training import run
+
+    out = tmp_path / "qat_only"
+    result = run.train(dataset="npz", data=qat_runs["data"], model="mdnet_micro",
+                       model_config=TINY, epochs=0, qat_epochs=1, batch_size=32,
+                       init_from=str(qat_runs["reference"] / quantization.FLOAT_BASELINE_NAME),
+                       verbose=0, out=str(out))
+    assert read_rows(out)["epoch"] == [0]
+    assert result["metrics"]["epochs"] == 1
+    assert quantization.is_quantization_aware(load_keras_model(str(out / "last.keras")))
+    assert (out / quantization.FLOAT_BASELINE_NAME).is_file()
+
+
 def test_qat_options_are_checked():
     with pytest.raises(ValueError, match="mixed_precision"):
         config_lib.resolve_config(qat_epochs=1, mixed_precision=True)

@@ -310,8 +310,10 @@ def _train(config, out, resumed, started, custom_builder=None,
                                            config.batch_size)
                if config.scale_learning_rate else config.learning_rate)
     # Checked before anything is written: a bad schedule or EMA fails here.
-    recipe.learning_rate_schedule(peak_lr, total_steps, warmup_steps,
-                                  config.min_lr_ratio, config.schedule)
+    # With --epochs=0 (QAT of --init_from only) there is no float schedule.
+    if config.epochs:
+        recipe.learning_rate_schedule(peak_lr, total_steps, warmup_steps,
+                                      config.min_lr_ratio, config.schedule)
     ema_momentum = (config.ema_momentum if config.ema_momentum is not None
                     else recipe.ema_momentum_for(
                         recipe.get_recipe(config.recipe).ema_fraction,
