@@ -260,6 +260,9 @@ def markdown(result, command, machine):
     def verdict(met):
         return "met" if met else "**not met**"
 
+    def below(points):
+        return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
+
     return "\n".join([
         "# PTQ vs QAT int8 (side by side, one run)", "",
         f"Command: `{command}`", "",
@@ -287,10 +290,10 @@ def markdown(result, command, machine):
         f"0.3-point target {'applies' if goal['applies'] else 'does not apply'}.",
         f"- QAT within {TARGET_QAT_POINTS} points of float in at most {TARGET_QAT_EPOCHS} "
         f"epochs: {verdict(goal['qat_within_target_of_float'] and goal['qat_epochs_within_limit'])}"
-        f" ({goal['qat_below_float_points']:.2f} points below).",
+        f" ({below(goal['qat_below_float_points'])}).",
         f"- QAT within {TARGET_QAT_POINTS} points of float + {n} epochs: "
         f"{verdict(goal['qat_within_target_of_control'])} "
-        f"({goal['qat_below_control_points']:.2f} points below).",
+        f"({below(goal['qat_below_control_points'])}).",
         f"- QAT not worse than PTQ: {verdict(goal['qat_not_worse_than_ptq'])}.",
         f"- Size change {goal['size_change_percent']:+.3f}%; same op counts: "
         f"{goal['same_op_counts']}.", "",
