@@ -58,3 +58,20 @@ def test_control_continues_as_the_qat_fine_tuning_trains(tmp_path):
                                              config.schedule)
     for step, expected in ((0, quantization.DEFAULT_LEARNING_RATE), (100, 0.0)):
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_a_baseline_is_built_for_the_float_run_and_loaded_for_the_others(tmp_path):
+    # The CIFAR-10 rows hand benchmarks/baselines.py's models to the loop.
+    from benchmarks import qat
+
+    assert qat.builders("mdnet_micro") == (None, None)
+    build, load = qat.builders("mobilenetv2_x0_5")
+    model = build((32, 32, 3), 10)
+    path = str(tmp_path / "float.keras")
+    model.save(path)
+    loaded = load(path)((32, 32, 3), 10)
+    assert loaded.name == model.name and loaded.count_params() == model.count_params()
+    config = qat.resolve(dict(qat.BUDGETS["cifar10"]["train"], model="mobilenetv2_x1_0",
+                              data=path, out=str(tmp_path / "run")))
+    assert (config.model, config.validation_split, config.recipe) == (
+        "mobilenetv2_x1_0", 0, "fast")
