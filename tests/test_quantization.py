@@ -1,7 +1,10 @@
-"""The quantization-aware twin: what it computes is what the int8 .tflite
-computes (real NEU images), the conv/BN folding is the converter's, the op
-list is unchanged, `.keras` round trip, fine-tuning with fit, and the
-refusals (mixed precision, unsupported layers)."""
+"""The quantization-aware twin (of a tiny MDNet, and of the benchmarks'
+MobileNetV2): what it computes is what the int8 .tflite computes (real NEU
+images), the conv/BN folding is the converter's, the op list is unchanged;
+`.keras` round trip, fine-tuning with fit, and the refusals (mixed
+precision, unsupported layers)."""
+
+import sys
 
 import keras
 import numpy as np
@@ -26,6 +29,17 @@ TINY = {"stem_channels": 8, "stage_channels": [8, 16, 24, 32],
 MEDIAN_OUTPUT_STEPS = 10
 MAX_OUTPUT_STEPS = 96
 MIN_AGREEMENT = 0.95
+# MobileNetV2 requantizes 52 convolutions in a chain (the tiny MDNet about
+# 15). Traced tensor by tensor, its twin and int8 model drift apart smoothly,
+# by 0.1 to 0.5 steps per quantized tensor, with no jump (the int8 kernels
+# are the twin's exactly), to about 6 steps at the pooled features; the
+# outputs' median then lies near 12 steps. A missing fold or quantizer shows
+# as a jump of tens of steps and an agreement far below these bounds (the
+# head-norm bug: median 16.5, max 247, agreement 0.715). Measured on the
+# x0.35 model here: median 12 / max 96 / agreement 0.935 calibrated, 7 / 140
+# / 0.930 fine-tuned; the largest difference is one image's and carries
+# little, the median and the agreement carry the test.
+DEEP_BOUNDS = {"median": 16, "max": 160, "agreement": 0.90}
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +53,42 @@ def neu():
     return load_dataset("folder", data=str(folder), image_size=32, channels=1)
 
 
+def train_and_twin(model, neu):
+    """`model` trained 2 epochs on NEU (32x32 grey), and its twin."""
+    recipe.compile_model(model, keras.optimizers.Adam(2e-3), 6)
+    y = keras.utils.to_categorical(neu.y_train, 6)
+    model.fit(neu.x_train.astype("float32"), y, epochs=2, batch_size=32, verbose=0)
+    return model, quantization.quantize_model(model, neu.x_train[:256])
+
+
+def convert_both(trained, neu):
+    """The PTQ int8 model of the float model and the int8 model of the twin."""
+    return tuple(convert_model(m, "int8", rep_images=neu.x_train, num_calibration=200)
+                 for m in trained)
+
+
+def fine_tune_one_epoch(model, neu):
+    """The twin of `model` fine-tuned one epoch on NEU, and its int8 model."""
+    from mdnet_keras.data import ImageBatches
+
+    keras.utils.set_random_seed(0)
+    data = ImageBatches(neu.x_train, neu.y_train, num_classes=6, batch_size=32,
+                        shuffle=True, augment=False)
+    twin, _ = quantization.fine_tune(model, data, epochs=1, verbose=0)
+    return twin, convert_model(twin, "int8", rep_images=neu.x_train, num_calibration=200)
+
+
 @pytest.fixture(scope="module")
 def trained(neu):
     """A tiny MDNet trained 2 epochs on NEU (32x32 grey), and its twin."""
     keras.utils.set_random_seed(0)
-    model = mdnet_keras.MDNet(input_shape=(32, 32, 1), num_classes=6,
-                              variant="mdnet_micro", **TINY)
-    recipe.compile_model(model, keras.optimizers.Adam(2e-3), 6)
-    y = keras.utils.to_categorical(neu.y_train, 6)
-    model.fit(neu.x_train.astype("float32"), y, epochs=2, batch_size=32, verbose=0)
-    twin = quantization.quantize_model(model, neu.x_train[:256])
-    return model, twin
+    return train_and_twin(mdnet_keras.MDNet(input_shape=(32, 32, 1), num_classes=6,
+                                            variant="mdnet_micro", **TINY), neu)
 
 
 @pytest.fixture(scope="module")
 def converted(trained, neu):
-    model, twin = trained
-    ptq = convert_model(model, "int8", rep_images=neu.x_train, num_calibration=200)
-    qat = convert_model(twin, "int8", rep_images=neu.x_train, num_calibration=200)
-    return ptq, qat
+    return convert_both(trained, neu)
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +99,48 @@ def calibrated(trained, converted):
 
 @pytest.fixture(scope="module")
 def fine_tuned(trained, neu):
-    """The twin fine-tuned one epoch on NEU, and its int8 model."""
-    from mdnet_keras.data import ImageBatches
+    return fine_tune_one_epoch(trained[0], neu)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_trained(neu):
+    """The benchmarks' reference MobileNetV2 (x0.35 for time: the same layer
+    types as x1.0) trained 2 epochs on NEU, and its twin."""
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.baselines import MobileNetV2CIFAR
 
     keras.utils.set_random_seed(0)
-    data = ImageBatches(neu.x_train, neu.y_train, num_classes=6, batch_size=32,
-                        shuffle=True, augment=False)
-    twin, _ = quantization.fine_tune(trained[0], data, epochs=1, verbose=0)
-    return twin, convert_model(twin, "int8", rep_images=neu.x_train, num_calibration=200)
+    return train_and_twin(MobileNetV2CIFAR((32, 32, 1), 6, alpha=0.35), neu)
 
 
-@pytest.mark.parametrize("stage", ["calibrated", "fine_tuned"])
+@pytest.fixture(scope="module")
+def mobilenet_converted(mobilenet_trained, neu):
+    return convert_both(mobilenet_trained, neu)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_calibrated(mobilenet_trained, mobilenet_converted):
+    return mobilenet_trained[1], mobilenet_converted[1]
+
+
+@pytest.fixture(scope="module")
+def mobilenet_fine_tuned(mobilenet_trained, neu):
+    return fine_tune_one_epoch(mobilenet_trained[0], neu)
+
+
+@pytest.mark.parametrize("stage", ["calibrated", "fine_tuned", "mobilenet_calibrated",
+                                   "mobilenet_fine_tuned"])
 def test_twin_computes_what_the_int8_model_computes(stage, request, neu):
     # After fine-tuning they once disagreed on a third of the images: the
     # twin left the head norm's mean square in float, where int8 rounds it
     # to the squares' scale, so rows it rounds to 0 (a saturated RSQRT) were
     # not trained against.
     twin, tflite_bytes = request.getfixturevalue(stage)
+    bounds = (DEEP_BOUNDS if stage.startswith("mobilenet") else
+              {"median": MEDIAN_OUTPUT_STEPS, "max": MAX_OUTPUT_STEPS,
+               "agreement": MIN_AGREEMENT})
     x = neu.x_test[:200]
     lite = LiteRTRunner(tflite_bytes).predict(x)
     keras_out = twin.predict(x.astype("float32"), verbose=0)
@@ -92,13 +148,15 @@ def test_twin_computes_what_the_int8_model_computes(stage, request, neu):
     agreement = (lite.argmax(-1) == keras_out.argmax(-1)).mean()
     measured = (f"median {np.median(steps)}, max {steps.max()} steps, "
                 f"agreement {agreement:.3f}")
-    assert np.median(steps) <= MEDIAN_OUTPUT_STEPS, measured
-    assert steps.max() <= MAX_OUTPUT_STEPS, measured
-    assert agreement >= MIN_AGREEMENT, measured
+    assert np.median(steps) <= bounds["median"], measured
+    assert steps.max() <= bounds["max"], measured
+    assert agreement >= bounds["agreement"], measured
 
 
-def test_same_ops_and_no_float_island(trained, converted):
-    ptq, qat = converted
+@pytest.mark.parametrize("model", ["", "mobilenet_"])
+def test_same_ops_and_no_float_island(model, request):
+    trained = request.getfixturevalue(model + "trained")
+    ptq, qat = request.getfixturevalue(model + "converted")
     ops = describe_ops(qat)
     # The same ops, but for the BN shift after a multi-scale conv: in the
     # twin it is added after the concatenation (the int8 tensor it lives
@@ -110,13 +168,21 @@ def test_same_ops_and_no_float_island(trained, converted):
                      for layer in trained[1].layers)
     assert set(difference) <= {"ADD"} and 0 <= difference.get("ADD", 0) <= multiscale
     assert find_float_ops(ops) == []
-    assert abs(len(qat) - len(ptq)) < 0.01 * len(ptq)
+    # The files may differ more (the fused tensors' names are longer in the
+    # PTQ graph, where the folded BN ops still name them).
+    assert abs(tensor_bytes(qat) - tensor_bytes(ptq)) < 0.01 * tensor_bytes(ptq)
+
+
+def tensor_bytes(tflite_bytes):
+    """Bytes of every tensor of a .tflite (weights and activations), names aside."""
+    details = LiteRTRunner(tflite_bytes).interpreter.get_tensor_details()
+    return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details)
 
 
 def conv_weights(tflite_bytes, layer_name):
-    """Dequantized CONV_2D kernel (O, H, W, I) and its per-channel scales."""
+    """Int8 CONV_2D / DEPTHWISE_CONV_2D kernel (O, H, W, I), per-channel scales."""
     for op in describe_ops(tflite_bytes):
-        if op["op"] != "CONV_2D":
+        if op["op"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             continue
         weight = op["inputs"][1]
         if f"/{layer_name}_" in weight["name"]:
@@ -125,22 +191,29 @@ def conv_weights(tflite_bytes, layer_name):
                        if d["index"] == weight["index"]][0]
             scales = details["quantization_parameters"]["scales"]
             values = runner.interpreter.get_tensor(weight["index"]).astype("float32")
+            if op["op"] == "DEPTHWISE_CONV_2D":  # (1, H, W, C)
+                values = np.transpose(values, (3, 1, 2, 0))
             return values, scales
     raise AssertionError(f"no CONV_2D weights of {layer_name}")
 
 
-@pytest.mark.parametrize("name", ["stem_conv", "stage2_block0_expand_conv",
-                                  "stage3_block1_mlp1_conv", "head_conv"])
-def test_folding_matches_the_converters(trained, converted, name):
+@pytest.mark.parametrize("model,name", [
+    ("", "stem_conv"), ("", "stage2_block0_expand_conv"), ("", "stage3_block1_mlp1_conv"),
+    ("", "head_conv"), ("mobilenet_", "stem_conv"), ("mobilenet_", "block1_expand"),
+    ("mobilenet_", "block1_project"), ("mobilenet_", "block1_depthwise"),
+    ("mobilenet_", "head_conv")])
+def test_folding_matches_the_converters(model, name, request):
     # The converter folds the float model's BatchNormalization into the
     # conv and quantizes per output channel; the twin does the same.
-    _, twin = trained
-    values, scales = conv_weights(converted[0], name)
+    _, twin = request.getfixturevalue(model + "trained")
+    values, scales = conv_weights(request.getfixturevalue(model + "converted")[0], name)
     layer = twin.get_layer(name)
     kernel = keras.ops.convert_to_numpy(layer.quantized_kernel())
+    folded = keras.ops.convert_to_numpy(layer.folded()[0])
+    if layer.depthwise:  # (H, W, C, 1): one channel per output
+        kernel, folded = (np.swapaxes(k, 2, 3) for k in (kernel, folded))
     steps = np.transpose(kernel, (3, 0, 1, 2)) / scales[:, None, None, None]
-    assert np.allclose(scales, np.abs(keras.ops.convert_to_numpy(layer.folded()[0]))
-                       .max(axis=(0, 1, 2)) / 127, rtol=1e-5)
+    assert np.allclose(scales, np.abs(folded).max(axis=(0, 1, 2)) / 127, rtol=1e-5)
     assert np.abs(steps - values).max() <= 1
     assert np.mean(np.round(steps) == values) >= 0.999
 

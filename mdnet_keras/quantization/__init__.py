@@ -6,6 +6,7 @@
   converts with `mdnet_keras.export` like the float model.
 """
 
+from mdnet_keras.quantization.fine_tune import DEFAULT_LEARNING_RATE
 from mdnet_keras.quantization.fine_tune import RangeFreezer
 from mdnet_keras.quantization.fine_tune import check_float32_policy
 from mdnet_keras.quantization.fine_tune import check_train_options
@@ -31,6 +32,7 @@ from mdnet_keras.quantization.twin import quantize_model
 from mdnet_keras.quantization.twin import quantizers
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
     "FLOAT_BASELINE_NAME",
     "ActivationQuantizer",
     "QuantConv",
