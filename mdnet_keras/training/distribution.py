@@ -1,7 +1,9 @@
 """Distributed training with the backends' own engines.
 
 `tf.distribute` (`MirroredStrategy`, `MultiWorkerMirroredStrategy` from
-`TF_CONFIG`) under TensorFlow, `keras.distribution.DataParallel` under JAX.
+`TF_CONFIG`) under TensorFlow, `keras.distribution.DataParallel` under JAX;
+and `PeerWatchdog`, which stops a multi-worker run whose peer died with a
+`WorkerLostError` instead of letting the others wait for it.
 """
 
 import contextlib
