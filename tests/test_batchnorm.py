@@ -172,7 +172,7 @@ def test_averaged_weights_get_their_statistics_and_backup_the_raw_ones(
                                rtol=0, atol=0)
     last = epochs[-1]["val_stats"]
     for path in ("last.keras", "best.keras"):
-        if path == "best.keras" and result["history"]["val_top1"][0] > \
+        if path == "best.keras" and result["history"]["val_top1"][0] >= \
                 result["history"]["val_top1"][1]:
             continue
         assert_stats_equal(stats_of(keras.saving.load_model(out / path)),
@@ -183,15 +183,7 @@ def test_averaged_weights_get_their_statistics_and_backup_the_raw_ones(
                     dropout_rate=0.2, **TINY)
     shipped.load_weights(out / "model.weights.h5")
     assert_stats_equal(stats_of(shipped), last, rtol=1e-6, atol=1e-7)
-    # The last epoch's val_top1 is what last.keras scores on those images.
-    from mdnet_keras.data import load_dataset
-
-    dataset = load_dataset("npz", data=small_npz)
-    _, _, x_val, y_val, _ = run.selection_split(dataset, 0.1, 0)
-    probs = keras.saving.load_model(out / "last.keras").predict(
-        x_val.astype("float32"), verbose=0)
-    assert result["history"]["val_top1"][-1] == pytest.approx(
-        float(np.mean(np.argmax(probs, -1) == y_val)), abs=1e-6)
+    # (test_callbacks.py checks that the last val_top1 is last.keras's.)
 
 
 def test_zero_keeps_the_raw_statistics(small_npz, monkeypatch, tmp_path):

@@ -17,8 +17,8 @@ puts the raw weights' own statistics back when it swaps them back.
 import keras
 import numpy as np
 
-# Batches `calibration_batches` takes by default (`--bn_recalibration_batches`;
-# chosen by the measurement in benchmarks/results/recipe/).
+# The default of `--bn_recalibration_batches`, chosen by the measurement in
+# benchmarks/results/recipe/ema_bn_loop/.
 DEFAULT_BATCHES = 20
 
 
