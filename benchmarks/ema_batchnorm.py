@@ -11,8 +11,8 @@ trainable, so the averaged weights are evaluated with statistics that the
 raw weights of the last steps produced. This script measures what that
 mismatch costs: it loads the run's `best.keras` (`--checkpoint`), scores it
 on the run's test split, then, for each count of `--batches`, re-estimates
-the statistics on that many unaugmented training batches with the training
-loop's own code (`mdnet_keras.training.batchnorm`, what
+the statistics on that many training batches (crop + flip drawn once) with
+the training loop's own code (`mdnet_keras.training.batchnorm`, what
 `--bn_recalibration_batches` does in every epoch; no weight changes) and
 scores it again. Data:
 what the run's `config.json` names (`--data` when its path was relative to
@@ -94,7 +94,8 @@ def markdown(results):
         f"{results['data']['data'] or results['data']['dataset']}, as saved "
         "and after its "
         f"{results['batchnorm_layers']} BatchNorm layers' statistics were "
-        "re-estimated on that many unaugmented training batches of "
+        "re-estimated on that many training batches (crop + flip drawn "
+        "once) of "
         f"{results['batch_size']} (`mdnet_keras.training.batchnorm`; no "
         "weight changed):\n\n" + "\n".join(rows) + "\n")
 

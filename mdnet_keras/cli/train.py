@@ -120,8 +120,8 @@ _define(flags.DEFINE_float, "ema_momentum", None,
 _define(flags.DEFINE_integer, "bn_recalibration_batches", DEFAULT_BATCHES,
         "With the weight EMA: each epoch, re-estimate BatchNorm statistics "
         "for the averaged weights that validation, best.keras, last.keras "
-        "and model.weights.h5 use, on this many fixed, unaugmented training "
-        "batches (at most all of them); training itself keeps the raw "
+        "and model.weights.h5 use, on this many fixed training batches (crop "
+        "and flip drawn once; at most all batches); training itself keeps the raw "
         "weights' statistics. 0 turns it off (the averaged weights then use "
         "the raw weights' statistics).")
 _define(flags.DEFINE_float, "clipnorm", None,

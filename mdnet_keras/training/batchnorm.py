@@ -107,11 +107,13 @@ def reestimate_batchnorm(model, batches, num_batches=None):
 
 
 def calibration_batches(train_data, num_batches):
-    """A fixed, unaugmented set of training batches for the re-estimation.
+    """A fixed set of training batches for the re-estimation.
 
     The images of the first `num_batches` batches of one seeded shuffle of
-    `train_data`'s images (at most all of them), without augmentation:
-    the same images every epoch and after a resume.
+    `train_data`'s images (at most all of them), with its random crop and
+    flip drawn once from the seed: the same images every epoch and after a
+    resume. Augmented, because the weights were trained on statistics of
+    augmented batches (RandAugment, MixUp and CutMix are left out).
 
     Args:
         train_data: the training `mdnet_keras.data.ImageBatches`.
@@ -129,7 +131,8 @@ def calibration_batches(train_data, num_batches):
     return ImageBatches(take(train_data.x, np.sort(order)), None,
                         train_data.num_classes,
                         batch_size=train_data.batch_size, shuffle=True,
-                        augment=False, seed=train_data.seed)
+                        augment=True, crop_padding=train_data.crop_padding,
+                        flip=train_data.flip, seed=train_data.seed)
 
 
 class AveragedBatchNormStatistics(keras.callbacks.Callback):
