@@ -3,12 +3,15 @@
     python benchmarks/recipe.py [--models=resnet20,mdnet] \
         [--recipes=legacy,fast] [--epochs=resnet20:10,mdnet:6] \
         [--dataset=cifar10|cifar100] [--train_images=10000] \
+        [--bn_recalibration_batches=0,20] \
         [--out=benchmarks/results/recipe] [--quick]
 
 Every (model, recipe) pair trains through the package's own training loop
 (`mdnet_keras.training.run.train`, what `python -m mdnet_keras train` runs),
 on the same class-balanced training subset, the same seed and batch size,
-validating on the test images after every epoch. MDNet variants are built
+validating on the test images after every epoch; with
+`--bn_recalibration_batches` a list, each pair once per value (the
+training loop's option; without it, the loop's default). MDNet variants are built
 by the loop itself; baselines (`benchmarks/baselines.py`) are handed to it.
 Runs go one after another in the order given (each run folder in
 `<out>/tmp/` resumes after a kill); the JSON is rewritten after each, then
@@ -73,7 +76,8 @@ def make_subset(dataset, train_images, test_images, path):
             "subset": "class-balanced, seed 0"}
 
 
-def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
+def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
+              bn_batches=None):
     """Trains one pair through `run.train`; returns its summary."""
     from benchmarks import baselines
     from mdnet_keras.models import MDNET_VARIANTS
@@ -89,6 +93,8 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
     config = dict(dataset="npz", data=subset_path, model=model,
                   recipe=recipe_name, epochs=epochs, batch_size=BATCH_SIZE,
                   validation_split=0, seed=seed, out=out, verbose=2)
+    if bn_batches is not None:
+        config["bn_recalibration_batches"] = bn_batches
     started = time.time()
     if run_folder.run_state(out) == "finished":
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
@@ -105,7 +111,8 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
         "config": {k: resolved["config"][k] for k in (
             "optimizer", "learning_rate", "weight_decay", "momentum",
             "schedule", "warmup_epochs", "label_smoothing", "ema_momentum",
-            "crop_padding", "randaugment", "batch_size", "drop_path_rate")},
+            "crop_padding", "randaugment", "batch_size", "drop_path_rate",
+            "bn_recalibration_batches")},
         "peak_learning_rate": resolved["run"]["peak_learning_rate"],
         "ema_momentum_used": resolved["run"].get("ema_momentum"),
         "test_top1_per_epoch": [float(v) for v in history.get("val_top1",
@@ -118,11 +125,13 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed):
 
 
 def write_markdown(results, path):
-    rows = ["| model | recipe | epochs | test top-1 per epoch | final top-1 "
-            "| final top-5 | train s |", "|---|---|---:|---|---:|---:|---:|"]
+    rows = ["| model | recipe | BN re-estimation batches | epochs "
+            "| test top-1 per epoch | final top-1 | final top-5 | train s |",
+            "|---|---|---:|---:|---|---:|---:|---:|"]
     for r in results["runs"]:
         curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
-        rows.append(f"| {r['model']} | {r['recipe']} | {r['epochs']} | "
+        bn = r["config"].get("bn_recalibration_batches")
+        rows.append(f"| {r['model']} | {r['recipe']} | {bn} | {r['epochs']} | "
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
                     f"{r['train_seconds']} |")
@@ -151,7 +160,10 @@ def plot(results, path):
     for r in results["runs"]:
         curve = 100 * np.asarray(r["test_top1_per_epoch"])
         ax.plot(np.arange(1, len(curve) + 1), curve, marker="o",
-                label=f"{r['model']} / {r['recipe']}")
+                label=f"{r['model']} / {r['recipe']}"
+                + (f" / BN {r['config'].get('bn_recalibration_batches')}"
+                   if results["bn_recalibration_batches"] != [None]
+                   else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"{results['data']['data']}, "
@@ -172,6 +184,9 @@ def main(argv=None):
     parser.add_argument("--train_images", type=int, default=10000)
     parser.add_argument("--test_images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bn_recalibration_batches", default="",
+                        help="comma-separated values of the training option "
+                             "to run each pair with (default: the loop's)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks",
                                                       "results", "recipe"))
     parser.add_argument("--quick", action="store_true",
@@ -182,6 +197,8 @@ def main(argv=None):
         args.train_images, args.test_images = 256, 64
     models = args.models.split(",")
     epochs = parse_epochs(args.epochs, models)
+    bn_values = ([int(v) for v in args.bn_recalibration_batches.split(",")]
+                 if args.bn_recalibration_batches else [None])
     from benchmarks.suite_results import machine_info
 
     tmp = os.path.join(args.out, "tmp", args.dataset)
@@ -193,23 +210,26 @@ def main(argv=None):
                           + " ".join(argv if argv is not None
                                      else sys.argv[1:]),
                "data": data, "seed": args.seed, "machine": machine_info(),
+               "bn_recalibration_batches": bn_values,
                "runs": []}
     json_path = os.path.join(args.out, f"{args.dataset}.json")
     os.makedirs(args.out, exist_ok=True)
-    for model in models:
-        for recipe_name in args.recipes.split(","):
-            out = os.path.join(tmp, f"{model}-{recipe_name}-e{epochs[model]}"
-                                    f"-n{args.train_images}-s{args.seed}")
-            print(f"== {model} / {recipe_name}: {epochs[model]} epochs",
-                  flush=True)
-            results["runs"].append(train_one(model, recipe_name,
-                                             epochs[model], subset,
-                                             args.dataset, out, args.seed))
-            with open(json_path, "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=1)
-            write_markdown(results, os.path.join(args.out,
-                                                 f"{args.dataset}.md"))
-            plot(results, os.path.join(args.out, f"{args.dataset}.png"))
+    for model, recipe_name, bn in [
+            (m, r, b) for m in models for r in args.recipes.split(",")
+            for b in bn_values]:
+        out = os.path.join(tmp, f"{model}-{recipe_name}-e{epochs[model]}"
+                                f"-n{args.train_images}-s{args.seed}"
+                                + ("" if bn is None else f"-bn{bn}"))
+        print(f"== {model} / {recipe_name}"
+              + ("" if bn is None else f" / {bn} BN batches")
+              + f": {epochs[model]} epochs", flush=True)
+        results["runs"].append(train_one(model, recipe_name, epochs[model],
+                                         subset, args.dataset, out,
+                                         args.seed, bn))
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+        write_markdown(results, os.path.join(args.out, f"{args.dataset}.md"))
+        plot(results, os.path.join(args.out, f"{args.dataset}.png"))
     return results
 
 

@@ -87,3 +87,11 @@ def test_evaluate_reports_flip_tta_next_to_the_plain_figures(tmp_path):
     assert "top1" in metrics
     done = cli("evaluate", f"--model={tmp_path / 'm.keras'}", "--tta=crop")
     assert done.returncode != 0 and "--tta" in done.stderr
+
+
+def test_bad_bn_recalibration_batches_is_refused_before_writing(tmp_path):
+    done = cli("train", "--bn_recalibration_batches=-1",
+               f"--out={tmp_path / 'a'}")
+    assert done.returncode == 2
+    assert "--bn_recalibration_batches must be a whole number" in done.stderr
+    assert not (tmp_path / "a").exists()

@@ -18,6 +18,7 @@ DOCSTRING_MODULES = [
     "mdnet_keras.models.mdnet",
     "mdnet_keras.profile",
     "mdnet_keras.training.recipe",
+    "mdnet_keras.training.batchnorm",
     "mdnet_keras.export.accuracy_gate",
     "mdnet_keras.export.micro_graph",
     "mdnet_keras.quantization.quantizers",

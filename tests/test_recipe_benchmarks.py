@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import host_overhead  # noqa: E402
+from mdnet_keras.training.batchnorm import DEFAULT_BATCHES  # noqa: E402
 from benchmarks import recipe as recipe_benchmark  # noqa: E402
 
 
@@ -36,9 +37,11 @@ def test_recipe_benchmark_quick(tmp_path):
     fast = results["runs"][1]
     assert fast["config"]["optimizer"] == "sgd"
     assert fast["ema_momentum_used"] > 0
+    assert fast["config"]["bn_recalibration_batches"] == DEFAULT_BATCHES
     saved = json.loads((tmp_path / "cifar10.json").read_text())
     assert saved["runs"] == json.loads(json.dumps(results["runs"]))
-    assert "| resnet20 | fast | 6 |" in (tmp_path / "cifar10.md").read_text()
+    assert f"| resnet20 | fast | {DEFAULT_BATCHES} | 6 |" in (
+        tmp_path / "cifar10.md").read_text()
     assert (tmp_path / "cifar10.png").read_bytes()[:4] == b"\x89PNG"
 
 

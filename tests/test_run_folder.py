@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from mdnet_keras.training import batchnorm
 from mdnet_keras.training import config as train_config
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import run
@@ -50,6 +51,16 @@ def test_refuses_foreign_or_other_config_folder(tmp_path):
     with pytest.raises(run_folder.RunFolderError, match="another configuration.*epochs"):
         run_folder.prepare_run_folder(train_config.resolve_config(out=str(unfinished),
                                                   epochs=5))
+    # A run written before an option existed ran without it.
+    older = dataclasses.asdict(config)
+    del older["bn_recalibration_batches"]
+    evaluation.write_json(unfinished / "config.json", {"config": older})
+    with pytest.raises(run_folder.RunFolderError,
+                       match="bn_recalibration_batches: 0 -> "
+                             f"{batchnorm.DEFAULT_BATCHES}"):
+        run_folder.prepare_run_folder(config)
+    assert run_folder.prepare_run_folder(train_config.resolve_config(
+        out=str(unfinished), epochs=3, bn_recalibration_batches=0)) is True
 
 
 def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_removed(

@@ -23,6 +23,7 @@ import sys
 
 from absl import flags
 
+from mdnet_keras.training.batchnorm import DEFAULT_BATCHES
 from mdnet_keras.training.recipe import BASE_BATCH_SIZE
 from mdnet_keras.training.recipe import LONG_BUDGET_EPOCHS
 from mdnet_keras.training.recipe import OPTIMIZERS
@@ -117,6 +118,13 @@ _define(flags.DEFINE_float, "ema_momentum", None,
         "Momentum of the moving average of the weights that validation, "
         "best.keras and model.weights.h5 use; 0 turns it off (default: the "
         "recipe's).")
+_define(flags.DEFINE_integer, "bn_recalibration_batches", DEFAULT_BATCHES,
+        "With the weight EMA: each epoch, re-estimate BatchNorm statistics "
+        "for the averaged weights that validation, best.keras, last.keras "
+        "and model.weights.h5 use, on this many fixed training batches (crop "
+        "and flip drawn once; at most all batches); training itself keeps the raw "
+        "weights' statistics. 0 turns it off (the averaged weights then use "
+        "the raw weights' statistics).")
 _define(flags.DEFINE_float, "clipnorm", None,
         "Clip each gradient to this norm (default: no clipping).")
 _define(flags.DEFINE_string, "class_weight", "none",

@@ -7,6 +7,7 @@
 - `run`: `train(config)`, one resumable run in one run folder.
 - `run_folder`: the folder's state, the resume check, its history.
 - `callbacks`: the run's callbacks and their order.
+- `batchnorm`: BatchNorm statistics re-estimated for the averaged weights.
 - `distribution`: `tf.distribute` and `keras.distribution` set-up.
 - `evaluation`: `classification_report`, flip TTA and plots.
 """

@@ -3,7 +3,8 @@
 `make_callbacks` puts them in the order resume needs: a multi-worker run's
 peer watchdog and the divergence guard first (before anything of a failing
 epoch is written), the backup's restore early and its save last, the
-weight-average swap before the checkpoints.
+weight-average swap (and the BatchNorm statistics of the averaged weights,
+`batchnorm.AveragedBatchNormStatistics`) before the checkpoints.
 """
 
 import importlib.util
@@ -14,6 +15,7 @@ import time
 import keras
 import numpy as np
 
+from mdnet_keras.training import batchnorm
 from mdnet_keras.training import distribution
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import run_folder
@@ -60,14 +62,19 @@ class EmaWeightsRestorer(keras.callbacks.Callback):
     and before the backup writer, swaps back so that the backup holds the
     raw weights and their average as they were (a resumed run continues
     the same curve). At the last epoch the swapper has made both the same.
+    With `statistics` (an `AveragedBatchNormStatistics`), the raw weights'
+    BatchNorm statistics come back with them.
     """
 
-    def __init__(self, swapper):
+    def __init__(self, swapper, statistics=None):
         super().__init__()
         self.swapper = swapper
+        self.statistics = statistics
 
     def on_epoch_end(self, epoch, logs=None):
         self.swapper.on_epoch_begin(epoch)
+        if self.statistics is not None:
+            self.statistics.use_raw()
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -298,7 +305,8 @@ def start_average_at_weights(optimizer, variables):
 
 
 def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
-                   time_budget=None, restore_from=None, peers_of=None):
+                   time_budget=None, restore_from=None, peers_of=None,
+                   batchnorm_batches=None):
     """The run's callbacks, in the order the docstring of this module needs.
 
     Args:
@@ -313,6 +321,9 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
             and never writes (a non-chief worker's: the chief's run folder).
         peers_of: optional run folder (the chief's) of a multi-worker
             TensorFlow run: a `distribution.PeerWatchdog` comes first.
+        batchnorm_batches: optional batches (`batchnorm.calibration_batches`)
+            on which the averaged weights get their own BatchNorm
+            statistics (with `ema` only).
     """
     guard = DivergenceGuard(out)
     backup = ResumableBackup(os.path.join(restore_from or out, backup_name),
@@ -320,6 +331,8 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
                              double_checkpoint=True, delete_checkpoint=False)
     best = BestModelSaver(os.path.join(out, "best.keras"))
     swapper = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if ema else None
+    statistics = (batchnorm.AveragedBatchNormStatistics(batchnorm_batches)
+                  if ema and batchnorm_batches is not None else None)
     callbacks = [
         distribution.PeerWatchdog(peers_of) if peers_of else None,
         guard,
@@ -328,6 +341,7 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
         EpochSeeds(),
         LearningRateLogger(),
         swapper,
+        statistics,
         time_budget,
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
                                   append=True),
@@ -335,7 +349,7 @@ def make_callbacks(out, train_data, phase_start, backup_name, ema=False,
         BestRecorder(out, best),
         AtomicModelSaver(os.path.join(out, "last.keras")),
         tensorboard_callback(os.path.join(out, "logs")),
-        EmaWeightsRestorer(swapper) if ema else None,
+        EmaWeightsRestorer(swapper, statistics) if ema else None,
         BackupWriter(backup),
     ]
     return [callback for callback in callbacks if callback is not None]

@@ -11,6 +11,7 @@ import logging
 import os
 
 
+from mdnet_keras.training import batchnorm
 from mdnet_keras.training import recipe
 from mdnet_keras.training import run_folder
 
@@ -93,6 +94,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     label_smoothing: float = None
     ema_momentum: float = None
+    bn_recalibration_batches: int = batchnorm.DEFAULT_BATCHES
     clipnorm: float = None
     class_weight: str = "none"
     time_budget_minutes: float = None
@@ -174,6 +176,7 @@ def resolve_config(config=None, custom_model=False, **overrides):
     for key in ("momentum", "ema_momentum"):
         if getattr(config, key) is not None:
             recipe.check_momentum(key, getattr(config, key))
+    batchnorm.check_batches(config.bn_recalibration_batches)
     if config.time_budget_minutes is not None and config.time_budget_minutes <= 0:
         raise ValueError("`time_budget_minutes` must be > 0. Received: "
                          f"{config.time_budget_minutes}")

@@ -10,7 +10,9 @@ The run folder (`config.out`) holds:
 - `best.keras` (highest `val_top1` on the validation images held out of the
   training images, with `best.json`), `last.keras` (both written atomically)
   and `model.weights.h5` (the final weights without optimizer state: what
-  gets shipped); with a weight EMA, all three hold the averaged weights;
+  gets shipped); with a weight EMA, all three hold the averaged weights
+  (with BatchNorm statistics re-estimated for them, see
+  `batchnorm.AveragedBatchNormStatistics`);
 - `logs/`: TensorBoard logs (TensorFlow installed only);
 - `metrics.json`: top-1, top-5, per-class precision / recall / F1 and the
   confusion matrix of the final model on the test split, and the test
@@ -55,6 +57,7 @@ import time
 import keras
 import numpy as np
 
+from mdnet_keras.training import batchnorm
 from mdnet_keras.training import evaluation
 from mdnet_keras.training import recipe
 from mdnet_keras.training import callbacks as run_callbacks
@@ -375,6 +378,10 @@ def _train(config, out, resumed, started, custom_builder=None,
 
     phases, phase_start = phases_left(phases, chief_out)
     epochs_this_session = 0
+    batchnorm_batches = (
+        batchnorm.calibration_batches(train_data,
+                                      config.bn_recalibration_batches)
+        if ema_momentum and config.bn_recalibration_batches else None)
     time_budget = (run_callbacks.TimeBudget(60 * config.time_budget_minutes, started)
                    if config.time_budget_minutes else None)
     optimizer = None
@@ -414,7 +421,7 @@ def _train(config, out, resumed, started, custom_builder=None,
                 out, train_data, phase_start, f"backup_{phase_name}",
                 ema=bool(ema_momentum), time_budget=time_budget,
                 restore_from=None if is_chief else chief_out,
-                peers_of=watched_out)
+                peers_of=watched_out, batchnorm_batches=batchnorm_batches)
             callbacks += extra_callbacks
             model._initial_epoch = None
             train_data.epoch = phase_start

@@ -28,6 +28,9 @@ LOCK_FILE = "run.lock"
 # Keys that may differ between the run on disk and a resuming call.
 RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
                     "time_budget_minutes")
+# Options added after runs were written: a config.json without one ran as
+# this value (so such a run resumes when the option is given that value).
+ADDED_OPTIONS = {"bn_recalibration_batches": 0}
 
 
 class RunFolderError(ValueError):
@@ -112,6 +115,7 @@ def prepare_run_folder(config):
         )
     with open(config_path, encoding="utf-8") as f:
         previous = json.load(f).get("config", {})
+    previous = {**ADDED_OPTIONS, **previous}
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     differing = sorted(
         key for key in set(previous) | set(current)
