@@ -115,12 +115,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     results = measure(args.run, [int(v) for v in args.batches.split(",")],
                       args.batch_size, args.data, args.checkpoint)
-    results["command"] = " ".join(["python benchmarks/ema_batchnorm.py",
-                                   *(sys.argv[1:] if argv is None else argv)])
-    results["machine"] = suite_results.machine_info()
-    suite_results.write_report(args.out, "ema_batchnorm", results,
-                               markdown(results))
-    return results
+    return suite_results.publish(results, __file__, argv, args.out,
+                                 "ema_batchnorm", markdown)
 
 
 if __name__ == "__main__":
