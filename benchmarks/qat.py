@@ -187,9 +187,10 @@ def measure(budget, qat_epochs, work, init_from=None):
     if init_from is None:
         init_from = os.path.join(work, "float", "last.keras")
         seconds["float"] = timed_train(dict(train, out=os.path.dirname(init_from)), build)
-    # `train --init_from --epochs=0 --qat_epochs=N` would be the CLI's way,
-    # but the loop refuses a run of 0 float steps (`total_steps` >= 1), so
-    # the QAT phase's `fine_tune` is called on the loop's batches.
+    # The QAT phase's `fine_tune` on the loop's batches, as the results in
+    # benchmarks/results/qat/ were measured; `train --init_from --epochs=0
+    # --qat_epochs=N` (the CLI's way, refused by the loop then) runs the
+    # same phase with the loop's checkpoints and backup around it.
     seconds["qat"] = timed_fine_tune(dict(train, qat_epochs=qat_epochs, out=work),
                                      init_from, os.path.join(work, "qat"))
     seconds["control"] = timed_train(
