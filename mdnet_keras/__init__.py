@@ -3,7 +3,7 @@ classifier for Keras 3, with a TFLite / TFLite Micro deployment path."""
 
 # Before Keras imports TensorFlow: under `python -m mdnet_keras` hide its log
 # lines (they print at import), unless `--verbose`.
-from mdnet_keras.cli import tf_logs as _tf_logs
+from mdnet_keras import tf_logs as _tf_logs
 
 _tf_logs.hide_for_command_line()
 

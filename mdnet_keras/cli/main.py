@@ -4,7 +4,7 @@ Each command lives in `mdnet_keras/cli/<command>.py`, defines its own absl
 flags and a `main(argv)`; only the chosen command's module is imported, so
 `python -m mdnet_keras COMMAND --help` lists that command's flags.
 
-TensorFlow's log lines are hidden (`mdnet_keras.cli.tf_logs`); a bare
+TensorFlow's log lines are hidden (`mdnet_keras.tf_logs`); a bare
 `--verbose`, taken here for every command, shows them.
 """
 

@@ -18,7 +18,6 @@ Re-running the same command on an unfinished run folder resumes it (even
 after a kill mid-epoch); a finished one is refused unless --overwrite.
 """
 
-import os
 import sys
 
 from absl import flags
@@ -187,6 +186,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(2)
+    from mdnet_keras import tf_logs
     from mdnet_keras.data import DatasetNotFoundError
     from mdnet_keras.training import callbacks as run_callbacks
     from mdnet_keras.training import distribution
@@ -198,12 +198,10 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     except distribution.WorkerLostError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
         # Not sys.exit: with its collectives aborted, TensorFlow can hang
         # destroying the input iterator of the failed step at exit. The run
         # folder is complete as it is.
-        os._exit(4)
+        tf_logs.exit_now(4, f"error: {e}")
     except (ValueError, DatasetNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

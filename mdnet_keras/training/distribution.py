@@ -16,11 +16,9 @@ import threading
 
 import keras
 
+from mdnet_keras import tf_logs
 from mdnet_keras.training import run_folder
 
-# The process's standard error (`sys.stderr` may be replaced by an object
-# without a file descriptor, which faulthandler needs).
-STDERR_FD = 2
 # How TensorFlow names a task in its errors.
 TASK_PATTERN = re.compile(r"/job:\w+/replica:\d+/task:\d+")
 
@@ -281,7 +279,10 @@ class PeerWatchdog(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # A crash of TensorFlow's runtime as peers fail then shows where.
-        faulthandler.enable(file=STDERR_FD)
+        # The real standard error's descriptor, not `sys.stderr` (which may
+        # have none) nor fd 2 (the log filter's pipe, whose thread cannot
+        # forward while the main thread holds the GIL).
+        faulthandler.enable(file=tf_logs.stderr_fd())
         self.stopped.clear()
         self.thread = threading.Thread(target=self.watch, daemon=True,
                                        name="mdnet-peer-watchdog")
@@ -334,13 +335,12 @@ class PeerWatchdog(keras.callbacks.Callback):
               "stops.", file=sys.stderr, flush=True)
         faulthandler.dump_traceback_later(
             self.grace_seconds + self.forced_exit_seconds, exit=True,
-            file=STDERR_FD)
+            file=tf_logs.stderr_fd())
         context.context().abort_collective_ops(tf.errors.UNAVAILABLE, reason)
         if not self.stopped.wait(self.grace_seconds):
             message = lost_worker_message(reason, self.out,
                                           run_folder.backup_epoch(self.out))
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            os._exit(4)
+            tf_logs.exit_now(4, f"error: {message}")
 
 
 def disarm_forced_exit():

@@ -1,4 +1,4 @@
-"""TensorFlow's log lines kept out of the command line (mdnet_keras.cli.tf_logs)."""
+"""TensorFlow's log lines kept out of the command line (mdnet_keras.tf_logs)."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from export_models import ROOT
-from mdnet_keras.cli import tf_logs
+from mdnet_keras import tf_logs
 
 # Lines TensorFlow 2.21 and ai-edge-litert 2.3 print during `convert`.
 LOG_LINES = [
@@ -63,3 +63,30 @@ def test_errors_still_reach_stderr():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: --model=PATH.keras is required"]
+
+
+EXIT_SCRIPT = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location(
+    "tf_logs", {str(ROOT / "mdnet_keras" / "tf_logs.py")!r})
+tf_logs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tf_logs)
+tf_logs.hide()
+# One write the pipe holds (64 KiB), so that the process can exit before the
+# filter's thread has read it.
+sys.stderr.write("".join(f"line {{i}}\\n" for i in range(5000)))
+sys.stderr.flush()
+print("unflushed stdout")
+tf_logs.exit_now(4, "error: the last line")
+"""
+
+
+def test_exit_now_loses_no_output():
+    # `os._exit` skips atexit: a bare one dropped what the filter's thread
+    # had not forwarded yet, e.g. a multi-worker run's last error.
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [f"line {i}" for i in range(5000)] + [
+        "error: the last line"]
+    assert done.stdout == "unflushed stdout\n"

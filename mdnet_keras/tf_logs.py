@@ -9,10 +9,16 @@ a thread that drops the lines in the log formats below and forwards all else
 (errors, warnings of this package, tracebacks) unchanged. A bare `--verbose`
 on the command line turns the filter off.
 
+A process that must end with `os._exit` (a multi-worker run whose TensorFlow
+runtime can hang at a normal exit) ends through `exit_now`, which lets the
+thread forward what it holds first; writers that cannot wait for that
+thread (faulthandler, which writes while no Python thread may run) write to
+`stderr_fd()`, the real standard error.
+
 Example:
 
 ```python
-from mdnet_keras.cli import tf_logs
+from mdnet_keras import tf_logs
 
 tf_logs.hide()  # from here on, stderr loses TensorFlow's I/W log lines
 ```
@@ -95,14 +101,44 @@ def hide():
 
 
 def restore():
-    """Stops the filter: stderr writes to the original fd 2 again."""
+    """Stops the filter: stderr writes to the original fd 2 again, after the
+    thread has forwarded everything written before."""
     if not _state:
         return
     sys.stderr.flush()
     os.dup2(_state["original"], 2)  # closes the pipe's last write end here
     _state["thread"].join(timeout=5)
-    os.close(_state["original"])
+    # The saved descriptor stays open: faulthandler may have been given it
+    # (`stderr_fd`), and a closed number could be reused by another file.
     _state.clear()
+
+
+def stderr_fd():
+    """The descriptor of the process's real standard error: the one `hide`
+    saved while the filter runs, else 2."""
+    return _state.get("original", 2)
+
+
+def exit_now(status, message=None):
+    """Ends the process with `os._exit(status)` without losing its output.
+
+    Python's streams are flushed and the filter forwards what it holds (a
+    bare `os._exit` would drop the lines still in its pipe), then `message`,
+    if any, goes straight to the real standard error.
+
+    Args:
+        status: int, the exit status.
+        message: optional str, a last line for standard error.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken: nothing to keep
+            pass
+    restore()
+    if message is not None:
+        os.write(2, message.encode(errors="backslashreplace") + b"\n")
+    os._exit(status)
 
 
 def hide_for_command_line(argv=None):
