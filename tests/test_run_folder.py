@@ -94,3 +94,22 @@ def test_an_uncreatable_out_is_named(tmp_path):
     with pytest.raises(run_folder.RunFolderError,
                        match="Cannot create --out=.*file/run"):
         run_folder.prepare_run_folder(config)
+
+
+def test_a_folder_another_worker_creates_first_is_taken(monkeypatch, tmp_path):
+    # Two workers of a multi-worker run start together: both find --out
+    # missing, and the second makedirs met the first one's folder ("Cannot
+    # create --out=...: File exists").
+    out = tmp_path / "multi_worker"
+    config = train_config.resolve_config(out=str(out), strategy="multi_worker")
+    exists = os.path.exists
+
+    def created_meanwhile(path):
+        if os.fspath(path) == str(out) and not exists(path):
+            os.mkdir(out)
+            return False
+        return exists(path)
+
+    monkeypatch.setattr(run_folder.os.path, "exists", created_meanwhile)
+    assert run_folder.prepare_run_folder(config) is False
+    assert out.is_dir()

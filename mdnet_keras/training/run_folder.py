@@ -79,7 +79,9 @@ def prepare_run_folder(config):
     out = config.out
     if not os.path.exists(out):
         try:
-            os.makedirs(out)
+            # exist_ok: the workers of a multi-worker run start together and
+            # may all find the folder missing; one of them creates it first.
+            os.makedirs(out, exist_ok=True)
         except OSError as e:
             raise RunFolderError(f"Cannot create --out={out}: {e.strerror}. "
                                  "Choose a folder you can write to.") from None
