@@ -10,6 +10,9 @@ attention) and costs less on the runtimes users deploy to:
   a fixed scale and offset at inference, in place of the RMS norm whose
   RSQRT XNNPACK does not run in int8;
 - both together;
+- `cascade_batch_head_norm`: undilated 3x3 groups chained as in Res2Net
+  (`cascade=True`: each group adds the previous group's output to its
+  input, receptive fields 3/5/7/9), with the per-head BatchNorm;
 
 and two diagnostics that are not the paper's design, to show where the rest
 of the latency goes: the four groups undilated, and one 3x3 kernel for all
@@ -70,6 +73,9 @@ OPTIONS = (
            {"head_norm": "batch"}),
     Option("_dilated_batch_head_norm", "both: dilated 3x3 kernels and "
            "per-head BatchNorm", dict(DILATED, head_norm="batch")),
+    Option("_cascade_batch_head_norm", "3x3 groups chained (cascade: "
+           "receptive fields 3/5/7/9) and per-head BatchNorm",
+           {"kernel_sizes": (3, 3, 3, 3), "cascade": True, "head_norm": "batch"}),
     # Where the rest goes: the same groups undilated (what dilation costs),
     # and one 3x3 kernel for all channels (no groups, no multi-scale).
     Option("_groups_3x3_batch_head_norm", "diagnostic: four undilated 3x3 "

@@ -139,7 +139,20 @@ def test_dilation_and_head_norm_reach_every_block():
                if isinstance(layer, DifferentialAttention))
 
 
-@pytest.mark.parametrize("options", [{}, DILATED_BATCH_NORM])
+def test_cascade_reaches_every_multiscale_step():
+    from mdnet_keras.layers import MultiScaleChannelConv
+
+    model = MDNet(num_classes=5, **TINY, kernel_sizes=(3, 3, 3, 3), cascade=True)
+    convs = [layer for layer in model.layers
+             if isinstance(layer, MultiScaleChannelConv)]
+    assert convs and all(layer.cascade for layer in convs)
+    assert all(layer.receptive_fields() == [3, 5, 7, 9] for layer in convs)
+    assert not any(layer.cascade for layer in MDNet(num_classes=5, **TINY).layers
+                   if isinstance(layer, MultiScaleChannelConv))
+
+
+@pytest.mark.parametrize("options", [
+    {}, DILATED_BATCH_NORM, {"kernel_sizes": (3, 3, 3, 3), "cascade": True}])
 def test_keras_save_load_gives_identical_predictions(tmp_path, options):
     model = MDNet(num_classes=5, **TINY, **options)
     path = tmp_path / "model.keras"

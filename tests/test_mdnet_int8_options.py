@@ -1,6 +1,7 @@
 """MDNet's int8 latency options through the export: the int8 graph they
-leave (no RSQRT, dilated convolutions fused into DEPTHWISE_CONV_2D, no float
-island, nothing but SOFTMAX outside XNNPACK), the float32 model equal to
+leave (no RSQRT, dilated convolutions fused into DEPTHWISE_CONV_2D, chained
+groups as int8 additions, no float island, nothing but SOFTMAX outside
+XNNPACK), the float32 model equal to
 Keras, and the int8 model running in TFLite Micro."""
 
 import keras
@@ -14,9 +15,11 @@ from mdnet_keras.export import convert_model
 from mdnet_keras.export import describe_ops
 from mdnet_keras.export import xnnpack_partitions
 
-OPTIONS = dict(
-    kernel_sizes=(3, 3, 3, 3), dilation_rates=(1, 2, 3, 4), head_norm="batch"
-)
+OPTIONS = {
+    "dilated": dict(kernel_sizes=(3, 3, 3, 3), dilation_rates=(1, 2, 3, 4),
+                    head_norm="batch"),
+    "cascade": dict(kernel_sizes=(3, 3, 3, 3), cascade=True, head_norm="batch"),
+}
 
 
 def micro_model(**options):
@@ -34,9 +37,9 @@ def micro_model(**options):
     return model
 
 
-@pytest.fixture(scope="module")
-def model():
-    return micro_model(**OPTIONS)
+@pytest.fixture(scope="module", params=sorted(OPTIONS))
+def model(request):
+    return micro_model(**OPTIONS[request.param])
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,13 @@ def test_partial_sum_threshold_and_dilated_blocks():
                                rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
+def test_chained_groups_are_left_as_they_are():
+    # With `cascade` a group adds the previous group's output before its
+    # BatchNorm: neither the per-group blocks nor the BatchNorm fold apply.
+    model = _mdnet(kernel_sizes=(3, 3, 3, 3), cascade=True)
+    assert with_micro_graph(model) is model
+
+
 def test_other_models_are_left_as_they_are():
     model = tiny()
     assert with_micro_graph(model) is model

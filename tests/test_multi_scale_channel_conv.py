@@ -87,6 +87,9 @@ def test_split_must_sum_to_channels():
          (2, 9, 9, 8)),
         ({"kernel_sizes": (3, 3, 3, 3), "dilation_rates": (1, 2, 3, 4),
           "strides": 2}, (2, 5, 5, 8)),
+        ({"kernel_sizes": (3, 3, 3, 3), "cascade": True}, (2, 9, 9, 8)),
+        ({"kernel_sizes": (3, 5), "cascade": True, "strides": 2,
+          "use_bias": True}, (2, 5, 5, 8)),
     ],
 )
 def test_layer_checks(kwargs, output_shape):
@@ -145,6 +148,58 @@ def test_macs_of_dilated_groups_count_the_stride_one_work():
     assert layer.count_macs((16, 16, 8)) == 16 * 16 * 8 * 9
     strided = MultiScaleChannelConv((3, 3), dilation_rates=(1, 2), strides=2)
     assert strided.count_macs((16, 16, 8)) == 16 * 16 * 8 * 9 + 8 * 8 * 8
+
+
+def reference_cascade(x, kernels, strides):
+    """Res2Net's chain written out: group i convolves its channels plus
+    group i - 1's output, every group at stride 1, then the strided "same"
+    convolution's pixels are kept."""
+    groups = np.split(x, len(kernels), axis=-1)
+    outputs = []
+    for group, kernel in zip(groups, kernels):
+        if outputs:
+            group = group + outputs[-1]
+        outputs.append(keras.ops.convert_to_numpy(keras.ops.depthwise_conv(
+            group, kernel, strides=1, padding="same")))
+    full = np.concatenate(outputs, axis=-1)
+    # A strided "same" convolution's outputs sit where its padding puts them.
+    offset = [(-(-n // strides) - 1) * strides - n + 1 for n in x.shape[1:3]]
+    start = [-(o // 2) for o in offset]
+    return full[:, start[0]::strides, start[1]::strides]
+
+
+@pytest.mark.parametrize("size", [5, 8, 9])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_cascade_adds_each_group_output_to_the_next_group_input(size, strides):
+    x = np.random.default_rng(0).normal(size=(2, size, size, 8))
+    x = x.astype("float32")
+    layer = MultiScaleChannelConv((3, 3, 5, 3), strides=strides, cascade=True)
+    layer.build(x.shape)
+    rng = np.random.default_rng(1)
+    layer.set_weights([rng.normal(size=w.shape) for w in layer.get_weights()])
+    kernels = [w.numpy() for w in layer.kernels]
+    np.testing.assert_allclose(
+        layer(x), reference_cascade(x, kernels, strides), rtol=1e-5, atol=1e-5)
+
+
+def test_cascade_groups_see_growing_receptive_fields_with_3x3_kernels():
+    layer = MultiScaleChannelConv(
+        (3, 3, 3, 3), cascade=True, kernel_initializer="ones")
+    out = keras.ops.convert_to_numpy(layer(impulse(8)))[0]
+    assert layer.receptive_fields() == [3, 5, 7, 9]
+    for channel, field in zip(range(0, 8, 2), (3, 5, 7, 9)):
+        rows = np.nonzero(out[..., channel].any(axis=1))[0]
+        assert rows.max() - rows.min() + 1 == field
+    assert layer.count_macs((15, 15, 8)) == 15 * 15 * 8 * 9
+    independent = MultiScaleChannelConv((3, 3, 3, 3))
+    assert independent.receptive_fields() == [3, 3, 3, 3]
+
+
+def test_cascade_needs_equal_groups():
+    with pytest.raises(ValueError, match=r"equal size. Received: channel_split=\(2, 6\)"):
+        MultiScaleChannelConv((3, 3), channel_split=(2, 6), cascade=True)
+    layer = MultiScaleChannelConv((3, 3), channel_split=(4, 4), cascade=True)
+    assert tuple(layer(np.zeros((1, 6, 6, 8), "float32")).shape) == (1, 6, 6, 8)
 
 
 @pytest.mark.parametrize("dilation_rates", [(1,), (1, 0), (1, 1.5)])

@@ -274,3 +274,8 @@ def test_unsupported_layer_and_second_quantization_are_named():
     plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="already quantization-aware"):
         quantization.quantize_model(quantization.quantize_model(plain))
+    chained = mdnet_keras.MDNet(num_classes=2, variant="mdnet_micro",
+                                kernel_sizes=(3, 3, 3, 3), cascade=True)
+    with pytest.raises(ValueError, match="'stage1_block0_multiscale'.*cascade=True.*"
+                       "convert --mode=int8"):
+        quantization.quantize_model(chained)

@@ -157,8 +157,8 @@ def with_micro_graph(model, partial_sum_bytes=DEFAULT_PARTIAL_SUM_BYTES):
 
     Args:
         model: a float32 MDNet `keras.Model` (other models, and MDNet blocks
-            whose multi-scale step subsamples a dilated group, are left as
-            they are).
+            whose multi-scale step subsamples or chains its groups
+            (`cascade`), are left as they are).
         partial_sum_bytes: int, the expanded map (int8 bytes) from which a
             `MultiScaleConvBlock` also splits its projection.
 
@@ -178,7 +178,10 @@ def with_micro_graph(model, partial_sum_bytes=DEFAULT_PARTIAL_SUM_BYTES):
 
     replace = {}
     for layer in model.layers:
-        if not isinstance(layer, MultiScaleChannelConv) or layer.subsamples():
+        # A subsampled step, or chained groups (each adds the previous
+        # group's unnormalised output), have no per-group form here.
+        if (not isinstance(layer, MultiScaleChannelConv) or layer.subsamples()
+                or layer.cascade):
             continue
         block = layer.name[: -len("_multiscale")]
         if _layer(model, f"{block}_expand_conv") is not None:

@@ -202,11 +202,20 @@ class MultiScaleChannelConv(keras.layers.Layer):
     depthwise kernel at the cost of its taps; a large dense kernel costs
     its full size (and above 25 taps leaves XNNPACK's fast path).
 
+    Groups may also be chained (`cascade=True`, Res2Net's hierarchical
+    connections): each group after the first adds the previous group's
+    output to its input before its convolution, so the receptive field
+    grows from group to group; `kernel_sizes=(3, 3, 3, 3)` again sees 3/5/7/9
+    pixels across, at 9 taps per group and one addition per pixel, with
+    undilated kernels.
+
     References:
         - [MixConv: Mixed Depthwise Convolutional Kernels](
             https://arxiv.org/abs/1907.09595) (Tan & Le, 2019)
         - [Multi-Scale Context Aggregation by Dilated Convolutions](
             https://arxiv.org/abs/1511.07122) (Yu & Koltun, 2016)
+        - [Res2Net: A New Multi-scale Backbone Architecture](
+            https://arxiv.org/abs/1904.01169) (Gao et al., 2019)
 
     Args:
         kernel_sizes: list of odd ints, one kernel size per channel group.
@@ -216,9 +225,9 @@ class MultiScaleChannelConv(keras.layers.Layer):
             channels). Defaults to `None`: equal groups.
         strides: int, the stride of every group's convolution. Defaults to 1.
             With a dilated group and a stride above 1 (which TensorFlow's
-            convolutions do not take together) every group is computed at
-            stride 1 and the result subsampled (`same_subsample`): the same
-            values as a strided convolution.
+            convolutions do not take together), or with `cascade`, every
+            group is computed at stride 1 and the result subsampled
+            (`same_subsample`): the same values as a strided convolution.
         dilation_rates: optional list of positive ints, one dilation rate
             per group (same length as `kernel_sizes`). A group of kernel
             size k and dilation d sees `d * (k - 1) + 1` pixels across.
@@ -237,6 +246,9 @@ class MultiScaleChannelConv(keras.layers.Layer):
             `mdnet_keras.export.convert_model` sets 25. Inputs with a
             dynamic height or width get one convolution per group anyway.
             Defaults to `None`: one depthwise convolution per group.
+        cascade: bool, add each group's output to the next group's input
+            before that group's convolution (the groups must be of equal
+            size). Defaults to `False`: independent groups.
         **kwargs: base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -254,6 +266,8 @@ class MultiScaleChannelConv(keras.layers.Layer):
     >>> dilated = MultiScaleChannelConv((3, 3, 3, 3), dilation_rates=(1, 2, 3, 4))
     >>> dilated.receptive_fields()
     [3, 5, 7, 9]
+    >>> MultiScaleChannelConv((3, 3, 3, 3), cascade=True).receptive_fields()
+    [3, 5, 7, 9]
     """
 
     def __init__(
@@ -265,6 +279,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
         kernel_initializer="he_normal",
         max_kernel_taps=None,
         dilation_rates=None,
+        cascade=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -310,20 +325,33 @@ class MultiScaleChannelConv(keras.layers.Layer):
                 f"max_kernel_taps={max_kernel_taps}"
             )
         self.max_kernel_taps = max_kernel_taps
+        if cascade and channel_split is not None and len(set(channel_split)) > 1:
+            raise ValueError(
+                "`cascade` adds each group's output to the next group's "
+                "input, so the groups must be of equal size. Received: "
+                f"channel_split={channel_split}"
+            )
+        self.cascade = bool(cascade)
 
     def dilations(self):
         """The dilation rate of each group."""
         return self.dilation_rates or [1] * len(self.kernel_sizes)
 
     def receptive_fields(self):
-        """The pixels each group sees across: `d * (k - 1) + 1`."""
-        return [
+        """The pixels each group sees across: `d * (k - 1) + 1`, and with
+        `cascade` also what the groups before it saw."""
+        fields = [
             d * (k - 1) + 1 for k, d in zip(self.kernel_sizes, self.dilations())
         ]
+        if self.cascade:
+            fields = [
+                sum(fields[: i + 1]) - i for i in range(len(fields))
+            ]
+        return fields
 
     def subsamples(self):
         """Whether the groups run at stride 1 and the output is subsampled."""
-        return self.strides > 1 and max(self.dilations()) > 1
+        return self.strides > 1 and (max(self.dilations()) > 1 or self.cascade)
 
     def group_sizes(self, channels):
         """Returns the number of channels of each kernel group."""
@@ -359,12 +387,13 @@ class MultiScaleChannelConv(keras.layers.Layer):
     def call(self, inputs):
         groups = self._split(inputs)
         strides = 1 if self.subsamples() else self.strides
-        outputs = [
-            self._depthwise(group, kernel, strides, dilation)
-            for group, kernel, dilation in zip(
-                groups, self.kernels, self.dilations()
-            )
-        ]
+        outputs = []
+        for group, kernel, dilation in zip(
+            groups, self.kernels, self.dilations()
+        ):
+            if self.cascade and outputs:
+                group = group + outputs[-1]
+            outputs.append(self._depthwise(group, kernel, strides, dilation))
         outputs = (
             outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, -1)
         )
@@ -447,6 +476,7 @@ class MultiScaleChannelConv(keras.layers.Layer):
                 ),
                 "max_kernel_taps": self.max_kernel_taps,
                 "dilation_rates": self.dilation_rates,
+                "cascade": self.cascade,
             }
         )
         return config

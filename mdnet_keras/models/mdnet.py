@@ -29,7 +29,7 @@ ATTENTION_LAYERS = {
 }
 STAGE_TYPES = ("conv", "mdiff")
 # Architecture keys a variant's config may leave out.
-ARCHITECTURE_DEFAULTS = {"dilation_rates": None, "head_norm": "rms"}
+ARCHITECTURE_DEFAULTS = {"dilation_rates": None, "cascade": False, "head_norm": "rms"}
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def MultiScaleConvBlock(
     filters,
     strides,
     expansion_ratio,
-    kernel_sizes,
-    dilation_rates,
+    multiscale,
     activation,
     drop_path_rate,
     name,
@@ -73,7 +72,8 @@ def MultiScaleConvBlock(
     """Inverted residual block whose depthwise step is multi-scale.
 
     1x1 expansion, `MultiScaleChannelConv` (one kernel size per channel
-    group), 1x1 projection; a residual connection when the shape allows.
+    group; `multiscale` holds its arguments), 1x1 projection; a residual
+    connection when the shape allows.
     """
 
     def apply(inputs):
@@ -82,10 +82,7 @@ def MultiScaleConvBlock(
             in_channels * expansion_ratio, 1, 1, activation, f"{name}_expand"
         )(inputs)
         x = MultiScaleChannelConv(
-            kernel_sizes,
-            strides=strides,
-            dilation_rates=dilation_rates,
-            name=f"{name}_multiscale",
+            strides=strides, name=f"{name}_multiscale", **multiscale
         )(x)
         x = batch_norm(f"{name}_multiscale_bn")(x)
         x = keras.layers.Activation(activation, name=f"{name}_multiscale_act")(
@@ -103,8 +100,7 @@ def MultiScaleConvBlock(
 def MDIFFormerBlock(
     num_heads,
     depth,
-    kernel_sizes,
-    dilation_rates,
+    multiscale,
     mlp_ratio,
     activation,
     drop_path_rate,
@@ -116,7 +112,8 @@ def MDIFFormerBlock(
 
     Three residual branches on a `(batch, height, width, channels)` map:
     1. multi-scale local mixing: `MultiScaleChannelConv` over channel groups
-       (also gives the tokens their position);
+       (also gives the tokens their position; `multiscale` holds its
+       arguments);
     2. global mixing: self-attention (differential by default) over the
        `height * width` tokens;
     3. a 1x1-conv MLP.
@@ -132,11 +129,9 @@ def MDIFFormerBlock(
 
     def apply(inputs):
         _, height, width, channels = inputs.shape
-        x = MultiScaleChannelConv(
-            kernel_sizes,
-            dilation_rates=dilation_rates,
-            name=f"{name}_multiscale",
-        )(inputs)
+        x = MultiScaleChannelConv(name=f"{name}_multiscale", **multiscale)(
+            inputs
+        )
         x = residual(inputs, batch_norm(f"{name}_multiscale_bn")(x), "local")
 
         tokens = batch_norm(f"{name}_attention_norm")(x)
@@ -262,6 +257,7 @@ def MDNet(
     num_heads=None,
     kernel_sizes=None,
     dilation_rates=None,
+    cascade=None,
     head_norm=None,
     expansion_ratio=None,
     mlp_ratio=None,
@@ -330,6 +326,11 @@ def MDNet(
             channel group (same length as `kernel_sizes`), or `None` for
             none: `kernel_sizes=(3, 3, 3, 3)` with `(1, 2, 3, 4)` sees as
             far as 3/5/7/9 kernels at 9 taps per group.
+        cascade: bool, chain the channel groups (see
+            `MultiScaleChannelConv`): each group's input gets the previous
+            group's output added, so `kernel_sizes=(3, 3, 3, 3)` sees as far
+            as 3/5/7/9 kernels with undilated 3x3 kernels. Defaults to the
+            variant's (`False`).
         head_norm: `"rms"` or `"batch"`, the per-head norm of differential
             attention (see `DifferentialAttention`; `"batch"` leaves no
             RSQRT in an int8 model).
@@ -375,6 +376,7 @@ def MDNet(
             "num_heads": num_heads,
             "kernel_sizes": kernel_sizes,
             "dilation_rates": dilation_rates,
+            "cascade": cascade,
             "head_norm": head_norm,
             "expansion_ratio": expansion_ratio,
             "mlp_ratio": mlp_ratio,
@@ -423,6 +425,9 @@ def MDNet(
 def backbone_stages(x, arch, attention, activation, drop_path_rate):
     """Applies every stage; the first block of stages 2+ downsamples."""
     total_blocks = sum(arch["stage_depths"])
+    multiscale = {
+        key: arch[key] for key in ("kernel_sizes", "dilation_rates", "cascade")
+    }
     block_index = 0
     stages = zip(
         arch["stage_channels"],
@@ -440,8 +445,7 @@ def backbone_stages(x, arch, attention, activation, drop_path_rate):
                     channels,
                     2 if transition and stage > 1 else 1,
                     arch["expansion_ratio"],
-                    arch["kernel_sizes"],
-                    arch["dilation_rates"],
+                    multiscale,
                     activation,
                     rate,
                     name,
@@ -450,8 +454,7 @@ def backbone_stages(x, arch, attention, activation, drop_path_rate):
                 x = MDIFFormerBlock(
                     heads,
                     block_index,
-                    arch["kernel_sizes"],
-                    arch["dilation_rates"],
+                    multiscale,
                     arch["mlp_ratio"],
                     activation,
                     rate,

@@ -104,6 +104,11 @@ def _is_normalization(layer):
 def _check_supported(layer):
     supported = (PASS_THROUGH + REQUANTIZING + CONVS + tuple(ATTENTION_TWINS) + (
         keras.layers.BatchNormalization, keras.layers.Dense, MultiScaleChannelConv))
+    if isinstance(layer, MultiScaleChannelConv) and layer.cascade:
+        raise ValueError(
+            f"Layer {layer.name!r}: a MultiScaleChannelConv with chained groups "
+            "(cascade=True) has no quantization-aware twin yet; quantize the "
+            "float model after training (convert --mode=int8).")
     if isinstance(layer, supported) or _is_normalization(layer):
         return
     if layer.weights or not isinstance(layer, keras.layers.Layer):
