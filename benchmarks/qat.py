@@ -29,6 +29,8 @@ Usage:
     # paper-size MDNet and the reference MobileNetV2 x1.0 (benchmarks/baselines.py):
     python benchmarks/qat.py --budget=cifar10 --model=mdnet --out=benchmarks/results/qat/cifar10_mdnet
     python benchmarks/qat.py --budget=cifar10 --model=mobilenetv2_x1_0 --out=...
+    # Several seeds, their test images pooled into one paired comparison:
+    python benchmarks/qat.py --seeds=0,1,2 --out=benchmarks/results/qat/neu_seeds
     # The harness on a tiny model and the embedded sample, in a minute or two:
     python benchmarks/qat.py --quick --out=/tmp/qat
 """
@@ -208,12 +210,16 @@ def measure(budget, qat_epochs, work, init_from=None):
     result = quantization.side_by_side(float_model, ptq, qat, x_test, y_test)
     control_right = control_model.predict(x_test, verbose=0).argmax(-1) == y_test
     qat_right = LiteRTRunner(qat).predict(x_test).argmax(-1) == y_test
+    result["correct"] = {name: bits(right) for name, right in (
+        ("float", float_model.predict(x_test, verbose=0).argmax(-1) == y_test),
+        ("ptq", LiteRTRunner(ptq).predict(x_test).argmax(-1) == y_test),
+        ("qat", qat_right), ("control", control_right))}
     result["control"] = {"epochs": qat_epochs, "top1": float(control_right.mean()),
                          "options": control_overrides(qat_epochs),
                          "qat_gate": paired_gate(control_right, qat_right)}
     result["latency_ms_1_thread"] = interleaved_latency(
         {"ptq": ptq, "qat": qat}, budget["latency_runs"], budget["latency_rounds"])
-    result.update(model=train["model"], dataset=dataset.name,
+    result.update(model=train["model"], seed=train.get("seed", 0), dataset=dataset.name,
                   image_shape=list(dataset.image_shape), float_epochs=train["epochs"],
                   qat_epochs=qat_epochs, num_calibration=budget["num_calibration"],
                   num_train=int(len(dataset.x_train)), float_model=init_from,
@@ -222,6 +228,36 @@ def measure(budget, qat_epochs, work, init_from=None):
                       qat_model.predict(x_test, verbose=0).argmax(-1) == y_test)))
     result["targets"] = targets(result)
     return result
+
+
+def bits(correct):
+    """Per-image correctness as a string of 0 and 1 (compact in the JSON)."""
+    return "".join("1" if right else "0" for right in correct)
+
+
+def pooled(results):
+    """Every seed's test images as one paired sample: top-1 of each model,
+    the paired gates of PTQ and QAT against float and of QAT against the
+    control, and the issue's targets on the pooled figures."""
+    from mdnet_keras.export import paired_gate
+
+    correct = {name: np.array([c == "1" for r in results for c in r["correct"][name]])
+               for name in ("float", "ptq", "qat", "control")}
+    first = results[0]
+    summary = {
+        "seeds": [r["seed"] for r in results], "num_images": int(len(correct["float"])),
+        "float_top1": float(correct["float"].mean()), "qat_epochs": first["qat_epochs"],
+        "control": {"top1": float(correct["control"].mean()),
+                    "qat_gate": paired_gate(correct["control"], correct["qat"])},
+        "op_count_difference": {op: n for r in results
+                                for op, n in r["op_count_difference"].items()},
+    }
+    for name in ("ptq", "qat"):
+        summary[name] = {"top1": float(correct[name].mean()),
+                         "size_bytes": first[name]["size_bytes"],
+                         "gate": paired_gate(correct["float"], correct[name])}
+    summary["targets"] = targets(summary)
+    return summary
 
 
 def targets(result):
@@ -267,7 +303,8 @@ def markdown(result, command, machine):
     return "\n".join([
         "# PTQ vs QAT int8 (side by side, one run)", "",
         f"Command: `{command}`", "",
-        f"Model: `{result['model']}` on {result['dataset']} {tuple(result['image_shape'])}, "
+        f"Model: `{result['model']}` (seed {result['seed']}) on {result['dataset']} "
+        f"{tuple(result['image_shape'])}, "
         f"{result['num_train']} training images; {result['float_epochs']} float epochs, then "
         f"from that model {n} QAT epochs and, as the control, {n} float epochs with the "
         f"QAT optimizer and schedule (training: {seconds}); int8 calibrated on "
@@ -301,6 +338,43 @@ def markdown(result, command, machine):
     ])
 
 
+def pooled_markdown(summary, runs):
+    """The seeds side by side and pooled, with the targets on the pooled figures."""
+    n, goal = summary["qat_epochs"], summary["targets"]
+
+    def gate_cell(gate):
+        low, high = gate["interval_points"]
+        return (f"{gate['drop_points']:.2f} ({low:.2f} to {high:.2f}), {gate['status']}, "
+                f"{gate['only_reference_right']} lost / {gate['only_candidate_right']} gained")
+
+    def row(label, r):
+        return (f"| {label} | {100 * r['float_top1']:.2f}% | {100 * r['control']['top1']:.2f}% "
+                f"| {100 * r['ptq']['top1']:.2f}% | {100 * r['qat']['top1']:.2f}% "
+                f"| {gate_cell(r['ptq']['gate'])} | {gate_cell(r['qat']['gate'])} "
+                f"| {gate_cell(r['control']['qat_gate'])} |")
+
+    def verdict(met):
+        return "met" if met else "**not met**"
+
+    return "\n".join([
+        f"## Seeds {', '.join(map(str, summary['seeds']))} pooled "
+        f"({summary['num_images']} paired test predictions)", "",
+        f"| seed | float | float + {n} epochs | PTQ int8 | QAT int8 | PTQ drop vs float "
+        "(95% interval), gate | QAT drop vs float | QAT drop vs float + "
+        f"{n} epochs |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+        *[row(f"seed {r['seed']}", r) for r in runs],
+        row("**pooled**", summary), "",
+        f"Targets on the pooled figures: PTQ loses {goal['ptq_loss_points']:.2f} points "
+        f"(the target {'applies' if goal['applies'] else 'does not apply'}); QAT "
+        f"{goal['qat_below_float_points']:.2f} points below float (within "
+        f"{TARGET_QAT_POINTS}: {verdict(goal['qat_within_target_of_float'])}), "
+        f"{goal['qat_below_control_points']:.2f} below float + {n} epochs "
+        f"({verdict(goal['qat_within_target_of_control'])}); QAT not worse than PTQ: "
+        f"{verdict(goal['qat_not_worse_than_ptq'])}.", "",
+    ])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
@@ -318,6 +392,10 @@ def main(argv=None):
                         help="CIFAR-10 subset: training images (class-balanced)")
     parser.add_argument("--test_images", type=int, default=None,
                         help="CIFAR-10 subset: test images (class-balanced)")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated training seeds: one run each (in "
+                             "WORK/seed<N> when more than one), then every seed's "
+                             "test images pooled into one paired comparison")
     parser.add_argument("--init_from", default=None,
                         help="a trained float .keras: run QAT and the control on it "
                              "instead of training the float model first (pass its "
@@ -342,20 +420,33 @@ def main(argv=None):
         budget = dict(budget, subset=make_subset(
             "cifar10", subset["train_images"], subset["test_images"], train["data"]))
     budget = dict(budget, train=train)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    if args.init_from and len(seeds) > 1:
+        parser.error("--init_from is one float model: it takes one seed.")
     machine = suite_results.machine_info()
-    result = measure(budget, args.qat_epochs, work, args.init_from)
-    if "subset" in budget:
-        result["data"] = budget["subset"]
-    result["machine"] = machine
     command = "python benchmarks/qat.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    result["command"] = command
+    runs = []
+    for seed in seeds:
+        seeded = dict(budget, train=dict(train, seed=seed))
+        folder = work if len(seeds) == 1 else os.path.join(work, f"seed{seed}")
+        result = measure(seeded, args.qat_epochs, folder, args.init_from)
+        if "subset" in budget:
+            result["data"] = budget["subset"]
+        result.update(machine=machine, command=command)
+        runs.append(result)
+    text = "\n".join(markdown(result, command, machine) for result in runs)
+    saved = runs[0]
+    if len(runs) > 1:
+        saved = {"runs": runs, "pooled": pooled(runs), "command": command,
+                 "machine": machine}
+        text += "\n" + pooled_markdown(saved["pooled"], runs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "qat.json"), "w") as f:
-        json.dump(result, f, indent=2, default=str)
+        json.dump(saved, f, indent=2, default=str)
     with open(os.path.join(args.out, "qat.md"), "w") as f:
-        f.write(markdown(result, command, machine))
-    print(markdown(result, command, machine))
-    return result
+        f.write(text)
+    print(text)
+    return saved
 
 
 if __name__ == "__main__":

@@ -75,3 +75,51 @@ def test_a_baseline_is_built_for_the_float_run_and_loaded_for_the_others(tmp_pat
                               data=path, out=str(tmp_path / "run")))
     assert (config.model, config.validation_split, config.recipe) == (
         "mobilenetv2_x1_0", 0, "fast")
+
+
+def fake_run(seed, correct, qat_epochs=3):
+    """One seed's result as `measure` writes it (only what pooling reads)."""
+    from benchmarks import qat
+
+    return {"seed": seed, "qat_epochs": qat_epochs, "op_count_difference": {},
+            "ptq": {"size_bytes": 1000}, "qat": {"size_bytes": 1001},
+            "correct": {name: qat.bits(right) for name, right in correct.items()}}
+
+
+def test_seeds_pool_into_one_paired_comparison():
+    # Two seeds of 100 images: QAT loses 1 image of each against float (0.5
+    # points pooled over 200), PTQ 10 of each; the control loses 2 of the
+    # first seed's.
+    import numpy as np
+
+    from benchmarks import qat
+
+    def seed(ptq_lost, qat_lost, control_lost):
+        right = np.ones(100, bool)
+        lose = lambda k: np.arange(100) >= k  # noqa: E731
+        return {"float": right, "ptq": lose(ptq_lost), "qat": lose(qat_lost),
+                "control": lose(control_lost)}
+
+    summary = qat.pooled([fake_run(0, seed(10, 1, 2)), fake_run(1, seed(10, 1, 0))])
+    assert summary["seeds"] == [0, 1] and summary["num_images"] == 200
+    assert summary["float_top1"] == 1.0
+    assert summary["ptq"]["top1"] == pytest.approx(0.9)
+    assert summary["qat"]["gate"]["only_reference_right"] == 2
+    assert summary["control"]["qat_gate"]["drop_points"] == pytest.approx(0.0)
+    goal = summary["targets"]
+    assert goal["applies"] and goal["ptq_loss_points"] == pytest.approx(10.0)
+    assert goal["qat_below_float_points"] == pytest.approx(1.0)
+    assert not goal["qat_within_target_of_float"]
+    assert goal["qat_within_target_of_control"] and goal["qat_not_worse_than_ptq"]
+    text = qat.pooled_markdown(summary, [dict(fake_run(0, seed(10, 1, 2)), **{
+        "float_top1": 1.0, "control": {"top1": 0.98, "qat_gate": summary["control"]["qat_gate"]},
+        "ptq": {"top1": 0.9, "gate": summary["ptq"]["gate"]},
+        "qat": {"top1": 0.99, "gate": summary["qat"]["gate"]}})])
+    assert "**pooled**" in text and "200 paired test predictions" in text
+
+
+def test_one_float_model_takes_one_seed(tmp_path):
+    from benchmarks import qat
+
+    with pytest.raises(SystemExit):
+        qat.main([f"--out={tmp_path}", "--seeds=0,1", "--init_from=float.keras"])
