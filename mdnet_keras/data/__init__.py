@@ -2,7 +2,8 @@
 
 `datasets`, `folders` and `images` need only NumPy and Pillow; `pipeline`
 (imported on first use of `ImageBatches` or `pipeline_throughput`) needs
-Keras, under any backend.
+Keras, under any backend; `tf_input` (`as_tf_dataset`, `ServeEpoch`) needs
+TensorFlow.
 """
 
 from mdnet_keras.data.datasets import (
@@ -27,4 +28,8 @@ def __getattr__(name):
         from mdnet_keras.data import pipeline
 
         return getattr(pipeline, name)
+    if name in ("as_tf_dataset", "ServeEpoch"):
+        from mdnet_keras.data import tf_input
+
+        return getattr(tf_input, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -123,9 +123,7 @@ class ImageBatches(keras.utils.PyDataset):
         """
         if not 0 <= index < len(self):
             raise IndexError(f"Batch {index} out of range [0, {len(self)}).")
-        idx = self._order[index * self.batch_size:
-                          (index + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, self._epoch, index + 1])
+        idx, rng = self._batch_plan(index)
         x = self.x[idx]
         if self.augment:
             x = crop_and_flip(x, self.crop_padding, self.flip, rng)
@@ -140,6 +138,32 @@ class ImageBatches(keras.utils.PyDataset):
         if self.augment and (self.mixup_alpha or self.cutmix_alpha):
             x, y = self._mix(x, y, rng)
         return x, y
+
+    def _batch_plan(self, index):
+        """Batch `index` of this epoch: its example indices and the
+        generator its augmentation draws from."""
+        idx = self._order[index * self.batch_size:
+                          (index + 1) * self.batch_size]
+        return idx, np.random.default_rng([self.seed, self._epoch, index + 1])
+
+    def crop_plan(self):
+        """This epoch's batches as flat arrays, for a pipeline that crops
+        and flips elsewhere (`mdnet_keras.data.tf_input`).
+
+        Returns:
+            `(indices, dy, dx, flipped)`: arrays over the epoch's examples
+            in batch order (`len(self) * batch_size` at most): the example
+            of each, and the draws of `crop_and_flip_draws` (all offsets
+            `crop_padding` and nothing flipped when `augment` is off).
+        """
+        plans = [self._batch_plan(i) for i in range(len(self))]
+        indices = np.concatenate([idx for idx, _ in plans])
+        if not self.augment:
+            pad = np.full(len(indices), self.crop_padding)
+            return indices, pad, pad, np.zeros(len(indices), bool)
+        draws = [crop_and_flip_draws(len(idx), self.crop_padding, self.flip, rng)
+                 for idx, rng in plans]
+        return (indices,) + tuple(np.concatenate(d) for d in zip(*draws))
 
     def _apply_rand_augment(self, x, rng):
         """Runs RandAugment on a uint8 batch, seeded from `rng`."""
@@ -182,6 +206,27 @@ def _check_inputs(x, y, num_classes, batch_size):
                          f"[{y.min()}, {y.max()}].")
 
 
+def crop_and_flip_draws(batch_size, padding, flip, rng):
+    """The random draws of `crop_and_flip` for a batch, in its order.
+
+    Args:
+        batch_size: int, images in the batch.
+        padding: int, zeros added on each side.
+        flip: bool, whether images may be flipped.
+        rng: `np.random.Generator`.
+
+    Returns:
+        `(dy, dx, flipped)`: int arrays (B,) of the crop's top and left
+        offsets into the padded image, in [0, 2 * padding], and a bool array
+        (B,), whether each crop is mirrored left-right.
+    """
+    dy = rng.integers(0, 2 * padding + 1, batch_size)
+    dx = rng.integers(0, 2 * padding + 1, batch_size)
+    flipped = (rng.random(batch_size) < 0.5 if flip
+               else np.zeros(batch_size, bool))
+    return dy, dx, flipped
+
+
 def crop_and_flip(x, padding, flip, rng):
     """Random crops from zero-padded images, and random horizontal flips.
 
@@ -199,9 +244,7 @@ def crop_and_flip(x, padding, flip, rng):
         uint8 array (B, H, W, C).
     """
     b, h, w, c = x.shape
-    dy = rng.integers(0, 2 * padding + 1, b)
-    dx = rng.integers(0, 2 * padding + 1, b)
-    flipped = rng.random(b) < 0.5 if flip else np.zeros(b, bool)
+    dy, dx, flipped = crop_and_flip_draws(b, padding, flip, rng)
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     pixels = np.ascontiguousarray(x).view(f"V{c * x.itemsize}")[..., 0]

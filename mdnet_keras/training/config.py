@@ -21,6 +21,12 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
+# How `fit` reads the training batches: "auto" is `tf.data` on TensorFlow
+# where it serves the same batches (`mdnet_keras.data.tf_input`), else the
+# `ImageBatches` PyDataset.
+INPUT_PIPELINES = ("auto", "tf_data", "py_dataset")
+
+
 PRECISION_DTYPES = ("bfloat16", "float16")
 
 
@@ -110,6 +116,7 @@ class TrainConfig:
     mixed_precision_dtype: str = "bfloat16"
     jit_compile: str = "auto"
     strategy: str = "none"
+    input_pipeline: str = "auto"
     workers: int = 1
     out: str = None
     overwrite: bool = False
@@ -189,6 +196,11 @@ def resolve_config(config=None, custom_model=False, **overrides):
         raise ValueError(
             f"Unknown strategy {config.strategy!r}; choose one of "
             f"{', '.join(STRATEGIES)}."
+        )
+    if config.input_pipeline not in INPUT_PIPELINES:
+        raise ValueError(
+            f"Unknown input_pipeline {config.input_pipeline!r}; choose one of "
+            f"{', '.join(INPUT_PIPELINES)}."
         )
     if config.mixed_precision_dtype not in PRECISION_DTYPES:
         raise ValueError(

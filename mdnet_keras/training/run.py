@@ -231,6 +231,40 @@ def make_batches(config, dataset, num_replicas, jit_compile=False):
     return train_data, val_data, test_data, source
 
 
+def fit_inputs(config, train_data, val_data):
+    """What `fit` reads, and the callback that goes with it.
+
+    On TensorFlow, `tf.data` pipelines of the same batches (`tf_input`;
+    Python then makes one plan per epoch instead of every batch), unless
+    `config.input_pipeline` is "py_dataset", the batches need NumPy
+    (streamed files, RandAugment, MixUp, CutMix) or the run is multi-worker
+    (whose sharding of a `tf.data` input differs); else the `ImageBatches`.
+
+    Returns:
+        `(train_input, val_input, callbacks)`.
+
+    Raises:
+        ValueError: `input_pipeline="tf_data"` where it does not apply.
+    """
+    choice = config.input_pipeline
+    reason = None
+    if keras.backend.backend() != "tensorflow":
+        reason = f"it needs the TensorFlow backend (this is {keras.backend.backend()})"
+    elif config.strategy == "multi_worker":
+        reason = "multi-worker runs read the PyDataset"
+    else:
+        from mdnet_keras.data import tf_input
+
+        reason = tf_input.unsupported_reason(train_data)
+    if choice == "tf_data" and reason:
+        raise ValueError(f"--input_pipeline=tf_data does not apply: {reason}. "
+                         "Use --input_pipeline=auto or py_dataset.")
+    if choice == "py_dataset" or reason:
+        return train_data, val_data, []
+    return (tf_input.as_tf_dataset(train_data), tf_input.as_tf_dataset(val_data),
+            [tf_input.ServeEpoch(train_data)])
+
+
 def train(config=None, build_model=None, callbacks=None, **overrides):
     """Trains an MDNet as `config` says, in the run folder `config.out`.
 
@@ -306,6 +340,7 @@ def _train(config, out, resumed, started, custom_builder=None,
     train_data, val_data, test_data, validation_source = make_batches(
         config, dataset, num_replicas,
                                         jit_compile)
+    train_input, val_input, input_callbacks = fit_inputs(config, train_data, val_data)
     steps_per_epoch = len(train_data)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
@@ -345,6 +380,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         "recipe": config.recipe,
         "ema_momentum": ema_momentum,
         "jit_compile": jit_compile,
+        "input_pipeline": "tf_data" if input_callbacks else "py_dataset",
         "class_weight": class_weight,
     }
     if is_chief and not resumed:
@@ -363,7 +399,8 @@ def _train(config, out, resumed, started, custom_builder=None,
           f"{num_replicas} replica(s), recipe {config.recipe} "
           f"({config.optimizer}, peak LR {peak_lr:.3g}, {config.schedule}"
           f"{f', EMA {ema_momentum}' if ema_momentum else ''}), "
-          f"backend {facts['backend']}, jit_compile={jit_compile}.")
+          f"backend {facts['backend']}, jit_compile={jit_compile}, input "
+          f"{facts['input_pipeline']}.")
 
     with make_scope():
         model = (custom_builder(dataset.image_shape, dataset.num_classes)
@@ -422,12 +459,12 @@ def _train(config, out, resumed, started, custom_builder=None,
                 ema=bool(ema_momentum), time_budget=time_budget,
                 restore_from=None if is_chief else chief_out,
                 peers_of=watched_out, batchnorm_batches=batchnorm_batches)
-            callbacks += extra_callbacks
+            callbacks += input_callbacks + list(extra_callbacks)
             model._initial_epoch = None
             train_data.epoch = phase_start
             history = model.fit(
-                train_data,
-                validation_data=val_data,
+                train_input,
+                validation_data=val_input,
                 epochs=phase_end,
                 initial_epoch=phase_start,
                 callbacks=callbacks,
