@@ -11,7 +11,9 @@ negligible (global pooling and one `Dense`, batch 256), and three arms train
 it side by side, in interleaved rounds, in one process per backend:
 
 - `cli`: `mdnet_keras.training.run.train` (what `python -m mdnet_keras
-  train` runs: every callback, `ImageBatches` with crop + flip, weight EMA);
+  train` runs: every callback, crop + flip, weight EMA; its input is
+  `ImageBatches`, served on TensorFlow as a `tf.data` pipeline of the same
+  batches, `--input_pipeline=auto`);
 - `bare_pipeline`: `model.fit` on the same `ImageBatches`, no callbacks;
 - `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation.
 
