@@ -12,6 +12,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# The test files that take minutes (benchmark harnesses, subprocess runs,
+# firmware builds), first: `pytest -n 2 --dist=loadfile` (the README's test
+# command) hands files to its workers in collection order, and one of these
+# collected last would leave the other worker idle until it ends.
+SLOW_FILES_FIRST = (
+    "test_distribution.py", "test_int8_options.py", "test_quantization_benchmark.py",
+    "test_notebooks.py", "test_quantization.py", "test_micro_build.py",
+    "test_micro_firmware.py", "test_run.py", "test_cli_train.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture
 def shared_data():
     """The real data under ../shared/data; skips where it is absent."""
