@@ -356,6 +356,9 @@ def pooled_markdown(summary, runs):
     def verdict(met):
         return "met" if met else "**not met**"
 
+    def below(points):
+        return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
+
     return "\n".join([
         f"## Seeds {', '.join(map(str, summary['seeds']))} pooled "
         f"({summary['num_images']} paired test predictions)", "",
@@ -366,10 +369,10 @@ def pooled_markdown(summary, runs):
         *[row(f"seed {r['seed']}", r) for r in runs],
         row("**pooled**", summary), "",
         f"Targets on the pooled figures: PTQ loses {goal['ptq_loss_points']:.2f} points "
-        f"(the target {'applies' if goal['applies'] else 'does not apply'}); QAT "
-        f"{goal['qat_below_float_points']:.2f} points below float (within "
-        f"{TARGET_QAT_POINTS}: {verdict(goal['qat_within_target_of_float'])}), "
-        f"{goal['qat_below_control_points']:.2f} below float + {n} epochs "
+        f"(the target {'applies' if goal['applies'] else 'does not apply'}); QAT int8 "
+        f"{below(goal['qat_below_float_points'])} float (within {TARGET_QAT_POINTS}: "
+        f"{verdict(goal['qat_within_target_of_float'])}), "
+        f"{below(goal['qat_below_control_points'])} float + {n} epochs "
         f"({verdict(goal['qat_within_target_of_control'])}); QAT not worse than PTQ: "
         f"{verdict(goal['qat_not_worse_than_ptq'])}.", "",
     ])
