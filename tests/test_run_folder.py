@@ -113,3 +113,17 @@ def test_a_folder_another_worker_creates_first_is_taken(monkeypatch, tmp_path):
     monkeypatch.setattr(run_folder.os.path, "exists", created_meanwhile)
     assert run_folder.prepare_run_folder(config) is False
     assert out.is_dir()
+
+
+def test_overwrite_is_refused_for_multi_worker_runs(tmp_path):
+    # Each worker prepares the folder: with --overwrite one would delete the
+    # run another worker had just started writing.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"config": {}}))
+    config = train_config.resolve_config(out=str(out), strategy="multi_worker",
+                                         overwrite=True)
+    with pytest.raises(run_folder.RunFolderError,
+                       match="--overwrite with --strategy=multi_worker.*Delete .*run once"):
+        run_folder.prepare_run_folder(config)
+    assert (out / "config.json").exists()

@@ -104,6 +104,12 @@ def prepare_run_folder(config):
             "empty folder."
         )
     state = run_state(out)
+    if config.overwrite and config.strategy == "multi_worker":
+        # Every worker runs this: one would delete what another just wrote.
+        raise RunFolderError(
+            f"--overwrite with --strategy=multi_worker: every worker would "
+            f"delete the run folder the others write. Delete {out} once before "
+            "starting the workers, and run them without --overwrite.")
     if config.overwrite:
         logger.warning("--overwrite: deleting the run in %s", out)
         shutil.rmtree(out)
