@@ -13,6 +13,9 @@ attention) and costs less on the runtimes users deploy to:
 - `cascade_batch_head_norm`: undilated 3x3 groups chained as in Res2Net
   (`cascade=True`: each group adds the previous group's output to its
   input, receptive fields 3/5/7/9), with the per-head BatchNorm;
+- `cascade_late_attention_batch_head_norm`: the same with differential
+  attention in the last stage only (fewer attention blocks: the third
+  stage's 64-token attention is where most of attention's time goes);
 
 and two diagnostics that are not the paper's design, to show where the rest
 of the latency goes: the four groups undilated, and one 3x3 kernel for all
@@ -76,6 +79,11 @@ OPTIONS = (
     Option("_cascade_batch_head_norm", "3x3 groups chained (cascade: "
            "receptive fields 3/5/7/9) and per-head BatchNorm",
            {"kernel_sizes": (3, 3, 3, 3), "cascade": True, "head_norm": "batch"}),
+    Option("_cascade_late_attention_batch_head_norm", "chained 3x3 groups, "
+           "per-head BatchNorm, differential attention in the last stage only "
+           "(the third stage's blocks are conv blocks)",
+           {"kernel_sizes": (3, 3, 3, 3), "cascade": True, "head_norm": "batch",
+            "stage_types": ("conv", "conv", "conv", "mdiff")}),
     # Where the rest goes: the same groups undilated (what dilation costs),
     # and one 3x3 kernel for all channels (no groups, no multi-scale).
     Option("_groups_3x3_batch_head_norm", "diagnostic: four undilated 3x3 "
