@@ -282,23 +282,27 @@ def targets(result):
     }
 
 
+def gate_cell(gate):
+    """A paired gate in one table cell: drop, interval, verdict, images."""
+    low, high = gate["interval_points"]
+    return (f"{gate['drop_points']:.2f} ({low:.2f} to {high:.2f}), {gate['status']}, "
+            f"{gate['only_reference_right']} lost / {gate['only_candidate_right']} gained")
+
+
+def verdict(met):
+    return "met" if met else "**not met**"
+
+
+def below(points):
+    return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
+
+
 def markdown(result, command, machine):
     from mdnet_keras.quantization import format_side_by_side
 
     lat, control, goal = result["latency_ms_1_thread"], result["control"], result["targets"]
     n = result["qat_epochs"]
     seconds = ", ".join(f"{name} {value} s" for name, value in result["train_seconds"].items())
-
-    def gate_cell(gate):
-        low, high = gate["interval_points"]
-        return (f"{gate['drop_points']:.2f} ({low:.2f} to {high:.2f}), {gate['status']}, "
-                f"{gate['only_reference_right']} lost / {gate['only_candidate_right']} gained")
-
-    def verdict(met):
-        return "met" if met else "**not met**"
-
-    def below(points):
-        return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
 
     return "\n".join([
         "# PTQ vs QAT int8 (side by side, one run)", "",
@@ -342,22 +346,11 @@ def pooled_markdown(summary, runs):
     """The seeds side by side and pooled, with the targets on the pooled figures."""
     n, goal = summary["qat_epochs"], summary["targets"]
 
-    def gate_cell(gate):
-        low, high = gate["interval_points"]
-        return (f"{gate['drop_points']:.2f} ({low:.2f} to {high:.2f}), {gate['status']}, "
-                f"{gate['only_reference_right']} lost / {gate['only_candidate_right']} gained")
-
     def row(label, r):
         return (f"| {label} | {100 * r['float_top1']:.2f}% | {100 * r['control']['top1']:.2f}% "
                 f"| {100 * r['ptq']['top1']:.2f}% | {100 * r['qat']['top1']:.2f}% "
                 f"| {gate_cell(r['ptq']['gate'])} | {gate_cell(r['qat']['gate'])} "
                 f"| {gate_cell(r['control']['qat_gate'])} |")
-
-    def verdict(met):
-        return "met" if met else "**not met**"
-
-    def below(points):
-        return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
 
     return "\n".join([
         f"## Seeds {', '.join(map(str, summary['seeds']))} pooled "
