@@ -75,6 +75,16 @@ def test_what_needs_numpy_is_refused_with_the_reason(tmp_path):
         ImageBatches(files, np.zeros(1, int), 5))
 
 
+def test_images_too_large_for_a_copy_stay_in_numpy(monkeypatch):
+    # TensorFlow copies the images: data sets may take half of the memory.
+    x, y = images((8, 32, 32, 3))
+    batches = ImageBatches(x, y, 5)
+    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * x.nbytes)
+    assert tf_input.unsupported_reason(batches) is None
+    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * x.nbytes - 2)
+    assert "quarter of this machine's memory" in tf_input.unsupported_reason(batches)
+
+
 def test_serve_epoch_puts_the_batches_on_the_epoch_being_trained():
     x, y = images((8, 32, 32, 3))
     batches = ImageBatches(x, y, 5)

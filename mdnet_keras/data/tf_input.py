@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mdnet_keras.data.folders import default_memory_budget
 from mdnet_keras.data.images import ImageFiles
 
 
@@ -32,6 +33,14 @@ def unsupported_reason(batches):
     """
     if isinstance(batches.x, ImageFiles):
         return "streamed files are decoded in the PyDataset workers"
+    # TensorFlow holds its own copy of the images (gathering from NumPy
+    # inside the pipeline would bring the per-batch Python call back), and
+    # in-memory data may take up to half of the machine's memory.
+    limit = default_memory_budget() // 2
+    if batches.x.nbytes > limit:
+        return (f"the images ({batches.x.nbytes / 2**20:.0f} MiB) take more than a "
+                f"quarter of this machine's memory ({limit / 2**20:.0f} MiB), and "
+                "TensorFlow would hold a copy")
     if batches._rand_augment is not None:
         return "RandAugment runs on NumPy batches"
     if batches.augment and (batches.mixup_alpha or batches.cutmix_alpha):
@@ -43,8 +52,9 @@ def as_tf_dataset(batches):
     """The batches of `batches` as a `tf.data.Dataset` (module doc).
 
     Args:
-        batches: an `ImageBatches` of in-memory images, without RandAugment,
-            MixUp or CutMix (see `unsupported_reason`).
+        batches: an `ImageBatches` of in-memory images, at most a quarter of
+            the machine's memory (TensorFlow holds a copy), without
+            RandAugment, MixUp or CutMix (see `unsupported_reason`).
 
     Returns:
         A `tf.data.Dataset` of `len(batches)` elements, each equal to

@@ -237,8 +237,9 @@ def fit_inputs(config, train_data, val_data):
     On TensorFlow, `tf.data` pipelines of the same batches (`tf_input`;
     Python then makes one plan per epoch instead of every batch), unless
     `config.input_pipeline` is "py_dataset", the batches need NumPy
-    (streamed files, RandAugment, MixUp, CutMix) or the run is multi-worker
-    (whose sharding of a `tf.data` input differs); else the `ImageBatches`.
+    (streamed files, RandAugment, MixUp, CutMix), the images are too large
+    for TensorFlow's copy, or the run is multi-worker (whose sharding of a
+    `tf.data` input differs); else the `ImageBatches`.
 
     Returns:
         `(train_input, val_input, callbacks)`.
@@ -255,7 +256,8 @@ def fit_inputs(config, train_data, val_data):
     else:
         from mdnet_keras.data import tf_input
 
-        reason = tf_input.unsupported_reason(train_data)
+        reason = (tf_input.unsupported_reason(train_data)
+                  or tf_input.unsupported_reason(val_data))
     if choice == "tf_data" and reason:
         raise ValueError(f"--input_pipeline=tf_data does not apply: {reason}. "
                          "Use --input_pipeline=auto or py_dataset.")
