@@ -15,6 +15,9 @@ it side by side, in interleaved rounds, in one process per backend:
   `ImageBatches`, served on TensorFlow as a `tf.data` pipeline of the same
   batches, `--input_pipeline=auto`);
 - `bare_pipeline`: `model.fit` on the same `ImageBatches`, no callbacks;
+- `bare_tf_data` (TensorFlow only): `model.fit` on the `tf.data` pipeline
+  the CLI reads there, with only the callback that sets its epoch, so
+  `cli / bare_tf_data` is what the CLI's own callbacks cost;
 - `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation.
 
 All arms use the recipe's optimizer (SGD-Nesterov with EMA), loss and
@@ -41,7 +44,13 @@ if ROOT not in sys.path:
 CIFAR10_NPZ = os.path.join(os.path.dirname(ROOT), "shared", "data",
                            "cifar10.npz")
 BATCH_SIZE = 256
-ARMS = ("cli", "bare_pipeline", "bare_arrays")
+ARMS = ("cli", "bare_pipeline", "bare_tf_data", "bare_arrays")
+
+
+def arms_for(backend):
+    """The arms that apply on `backend` (`tf.data` needs TensorFlow)."""
+    return tuple(a for a in ARMS
+                 if a != "bare_tf_data" or backend == "tensorflow")
 
 
 def tiny_model(input_shape, num_classes):
@@ -132,14 +141,21 @@ def worker(args):
                            ema_momentum=ema, verbose=0,
                            out=os.path.join(tmp, f"{model_name}-{round_index}")),
                       build_model=build, callbacks=[timer])
-        elif name == "bare_pipeline":
+        elif name in ("bare_pipeline", "bare_tf_data"):
             batches = ImageBatches(x, y, classes, batch_size=BATCH_SIZE,
                                    drop_remainder=True)
             val = ImageBatches(x_val, y_val, classes, batch_size=BATCH_SIZE,
                                shuffle=False, augment=False)
+            extra = []
+            if name == "bare_tf_data":
+                from mdnet_keras.data import tf_input
+
+                extra = [tf_input.ServeEpoch(batches)]
+                batches, val = (tf_input.as_tf_dataset(batches),
+                                tf_input.as_tf_dataset(val))
             compiled(build).fit(batches, validation_data=val,
                                 epochs=args.epochs, shuffle=False,
-                                callbacks=[timer], verbose=0)
+                                callbacks=[timer, *extra], verbose=0)
         else:
             compiled(build).fit(
                 x.astype("float32"), one_hot[y], batch_size=BATCH_SIZE,
@@ -156,10 +172,11 @@ def worker(args):
 
         models.append((args.real_model, None, args.real_model))
     results = {}
+    arms = arms_for(keras.backend.backend())
     for label, build, model_name in models:
-        per_arm = {name: [] for name in ARMS}
+        per_arm = {name: [] for name in arms}
         for round_index in range(args.rounds):
-            for name in ARMS:
+            for name in arms:
                 chosen = build or (real if name != "cli" else None)
                 per_arm[name].append(arm(name, chosen, model_name,
                                          round_index))
@@ -170,10 +187,9 @@ def worker(args):
                                for k, v in per_arm.items()},
         }
         median = results[label]["median_step_ms"]
-        results[label]["cli_over_bare_pipeline"] = round(
-            median["cli"] / median["bare_pipeline"], 3)
-        results[label]["cli_over_bare_arrays"] = round(
-            median["cli"] / median["bare_arrays"], 3)
+        for other in arms[1:]:
+            results[label][f"cli_over_{other}"] = round(
+                median["cli"] / median[other], 3)
     print("RESULT " + json.dumps({
         "backend": keras.backend.backend(), "keras": keras.__version__,
         "jit_compile": jit, "images": n, "steps_per_epoch": steps,
@@ -196,16 +212,23 @@ def write_markdown(report, path):
         "Batch 256; a step is an epoch's training time over its steps "
         "(median of the epochs after the first and of the rounds).", "",
         "| backend | model | cli ms/step | bare fit on ImageBatches | bare "
-        "fit on arrays | cli / bare pipeline | cli / bare arrays |",
-        "|---|---|---:|---:|---:|---:|---:|"]
+        "fit on tf.data | bare fit on arrays | cli / bare ImageBatches | "
+        "cli / bare tf.data | cli / bare arrays |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for backend in report["backends"]:
         for model, r in backend["models"].items():
             m = r["median_step_ms"]
+
+            def cell(arm, values, digits=2):
+                # Old reports and JAX have no tf.data arm.
+                value = values.get(arm)
+                return "-" if value is None else f"{value:.{digits}f}"
+
+            ratios = {arm: r.get(f"cli_over_{arm}") for arm in ARMS}
             lines.append(
                 f"| {backend['backend']} | {model} | {m['cli']:.2f} | "
-                f"{m['bare_pipeline']:.2f} | {m['bare_arrays']:.2f} | "
-                f"{r['cli_over_bare_pipeline']:.2f} | "
-                f"{r['cli_over_bare_arrays']:.2f} |")
+                + " | ".join(cell(a, m) for a in ARMS[1:]) + " | "
+                + " | ".join(cell(a, ratios) for a in ARMS[1:]) + " |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -54,3 +54,24 @@ def test_host_overhead_quick(tmp_path):
     assert set(medians) == set(host_overhead.ARMS)
     assert all(v > 0 for v in medians.values())
     assert "| tensorflow | tiny |" in (tmp_path / "host_overhead.md").read_text()
+
+
+def test_host_overhead_arms_per_backend():
+    assert "bare_tf_data" in host_overhead.arms_for("tensorflow")
+    assert host_overhead.arms_for("jax") == ("cli", "bare_pipeline",
+                                             "bare_arrays")
+
+
+def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
+    # A JAX backend, and reports written before the tf.data arm existed.
+    models = {"tiny": {
+        "median_step_ms": {"cli": 5.0, "bare_pipeline": 4.0,
+                           "bare_arrays": 2.0},
+        "cli_over_bare_pipeline": 1.25, "cli_over_bare_arrays": 2.5}}
+    report = {"command": "host_overhead.py",
+              "machine": {"machine": "x86_64", "cpu_count": 2},
+              "backends": [{"backend": "jax", "models": models}]}
+    path = tmp_path / "host_overhead.md"
+    host_overhead.write_markdown(report, path)
+    assert "| jax | tiny | 5.00 | 4.00 | - | 2.00 | 1.25 | - | 2.50 |" in (
+        path.read_text())
