@@ -164,6 +164,14 @@ def test_randaugment_is_seeded_and_changes_images(data):
     assert not np.array_equal(out, x[:8].astype(np.float32))
 
 
+def test_randaugment_property_follows_augment(data):
+    x, y = data
+    assert ImageBatches(x, y, 5, randaugment=True).randaugment
+    assert not ImageBatches(x, y, 5, randaugment=True,
+                            augment=False).randaugment
+    assert not ImageBatches(x, y, 5).randaugment
+
+
 def test_bad_inputs(data):
     x, y = data
     with pytest.raises(ValueError, match="uint8"):

@@ -91,6 +91,12 @@ class ImageBatches(keras.utils.PyDataset):
         self.epoch = 0
 
     @property
+    def randaugment(self):
+        """bool, whether batches go through RandAugment (it is on and so is
+        `augment`)."""
+        return self._rand_augment is not None
+
+    @property
     def epoch(self):
         """int, the epoch whose shuffle and augmentation are served."""
         return self._epoch

@@ -41,7 +41,7 @@ def unsupported_reason(batches):
         return (f"the images ({batches.x.nbytes / 2**20:.0f} MiB) take more than a "
                 f"quarter of this machine's memory ({limit / 2**20:.0f} MiB), and "
                 "TensorFlow would hold a copy")
-    if batches._rand_augment is not None:
+    if batches.randaugment:
         return "RandAugment runs on NumPy batches"
     if batches.augment and (batches.mixup_alpha or batches.cutmix_alpha):
         return "MixUp and CutMix run on NumPy batches"
