@@ -56,14 +56,14 @@ def test_host_overhead_quick(tmp_path):
     assert "| tensorflow | tiny |" in (tmp_path / "host_overhead.md").read_text()
 
 
-def test_host_overhead_arms_per_backend():
-    assert "bare_tf_data" in host_overhead.arms_for("tensorflow")
-    assert host_overhead.arms_for("jax") == ("cli", "bare_pipeline",
+def test_host_overhead_tf_data_arm_needs_tensorflow():
+    assert "bare_tf_data" in host_overhead.arms_for(True)
+    assert host_overhead.arms_for(False) == ("cli", "bare_pipeline",
                                              "bare_arrays")
 
 
 def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
-    # A JAX backend, and reports written before the tf.data arm existed.
+    # Reports written before the tf.data arm existed, or without TensorFlow.
     models = {"tiny": {
         "median_step_ms": {"cli": 5.0, "bare_pipeline": 4.0,
                            "bare_arrays": 2.0},
