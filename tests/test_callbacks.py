@@ -3,6 +3,8 @@ wall-clock budget, NaN detection keeping the last good model."""
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ from mdnet_keras.training import callbacks as run_callbacks
 from mdnet_keras.training import run
 from training_util import TINY
 from training_util import read_rows
+from training_util import subprocess_env
 
 
 def test_ema_weights_are_validated_and_saved(small_npz, monkeypatch,
@@ -190,3 +193,53 @@ def test_read_only_backup_restores_another_folder_and_writes_nothing(
         np.testing.assert_array_equal(got, want)
     assert metadata.read_text() == saved  # ...and wrote nothing there.
     assert sorted(os.listdir(tmp_path)) == ["chief"]
+
+
+def test_the_runs_callbacks_let_keras_dispatch_batch_ends_asynchronously(
+        small_npz, tmp_path):
+    # A batch-end hook on any callback makes fit wait for every step's logs
+    # on the training thread (issue 11: what a fast accelerator idles on).
+    # Keras dispatches them from another thread on JAX (not on TensorFlow).
+    script = f"""
+import threading
+import keras
+from mdnet_keras.training import callbacks as run_callbacks
+from mdnet_keras.training import run
+
+threads, made = set(), []
+
+class Probe(keras.callbacks.Callback):
+    async_safe = True  # Not counted when Keras decides.
+
+    def on_train_batch_end(self, batch, logs=None):
+        threads.add(threading.current_thread() is threading.main_thread())
+
+make = run_callbacks.make_callbacks
+def with_probe(*args, **kwargs):
+    made.extend(make(*args, **kwargs))
+    return made + [Probe()]
+
+run_callbacks.make_callbacks = with_probe
+run.train(dataset="npz", data={small_npz!r}, model="mdnet_micro",
+          model_config={dict(TINY, stage_depths=[1, 1, 1, 1])!r}, epochs=1,
+          recipe="fast", warmup_epochs=0, batch_size=64, verbose=0,
+          out={str(tmp_path / "run")!r})
+print("ON_MAIN_THREAD", sorted(threads))
+print("TENSORBOARD", any(isinstance(c, run_callbacks.EpochTensorBoard)
+                         for c in made))
+"""
+    done = subprocess.run([sys.executable, "-c", script],
+                          env=subprocess_env(KERAS_BACKEND="jax"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "ON_MAIN_THREAD [False]" in done.stdout
+    assert "TENSORBOARD True" in done.stdout
+    assert (tmp_path / "run" / "logs" / "train").is_dir()
+
+
+def test_epoch_only_callbacks_refuse_batch_frequencies(tmp_path):
+    with pytest.raises(ValueError, match="epoch ends only; got save_freq=5"):
+        run_callbacks.ResumableBackup(str(tmp_path / "b"), save_freq=5)
+    with pytest.raises(ValueError, match="update_freq=5"):
+        run_callbacks.EpochTensorBoard(str(tmp_path / "l"),
+                                       update_freq=5)

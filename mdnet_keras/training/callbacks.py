@@ -5,6 +5,13 @@ peer watchdog and the divergence guard first (before anything of a failing
 epoch is written), the backup's restore early and its save last, the
 weight-average swap (and the BatchNorm statistics of the averaged weights,
 `batchnorm.AveragedBatchNormStatistics`) before the checkpoints.
+
+None of them has a batch-end hook: Keras runs batch-end hooks on the
+training thread, after fetching the step's logs from the device, unless
+every callback leaves them at the default, so one such hook makes the host
+wait for every step (what a fast accelerator then idles on). Keras'
+`BackupAndRestore` and `TensorBoard` define one even at epoch frequency;
+`ResumableBackup` and `EpochTensorBoard` drop it.
 """
 
 import importlib.util
@@ -124,8 +131,15 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     the two writes).
     """
 
+    # It saves at epoch ends only (`save_freq="epoch"`), so the batch hook
+    # has nothing to do (module doc).
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
     def __init__(self, backup_dir, read_only=False, **kwargs):
         super().__init__(backup_dir, **kwargs)
+        if self.save_freq != "epoch":
+            raise ValueError("ResumableBackup saves at epoch ends only; got "
+                             f"save_freq={self.save_freq!r}.")
         self.read_only = read_only
 
     def on_epoch_end(self, epoch, logs=None):
@@ -281,15 +295,44 @@ def module_available(name):
         return False
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` writing per epoch, with no batch hook.
+
+    At `update_freq="epoch"` without profiling (`profile_batch=0`, the
+    default), the parent's batch hook only writes the training graph once;
+    that is done at the first epoch's end instead (module doc says why the
+    hook goes).
+
+    Args:
+        log_dir: str, where the logs go.
+        **kwargs: the other arguments of `keras.callbacks.TensorBoard`.
+    """
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+    def __init__(self, log_dir, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        if self.update_freq != "epoch":
+            raise ValueError("EpochTensorBoard writes per epoch; use "
+                             "keras.callbacks.TensorBoard for update_freq="
+                             f"{self.update_freq!r}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._should_write_train_graph:
+            self._write_keras_model_train_graph()
+            self._should_write_train_graph = False
+        super().on_epoch_end(epoch, logs)
+
+
 def tensorboard_callback(log_dir):
-    """`keras.callbacks.TensorBoard`, or None (with a line) without TF."""
+    """`EpochTensorBoard`, or None (with a line) without TF."""
     missing = [name for name in ("tensorflow", "tensorboard")
                if not module_available(name)]
     if missing:
         print(f"No TensorBoard logs: {' and '.join(missing)} not installed "
               "(the callback writes through tf.summary).")
         return None
-    return keras.callbacks.TensorBoard(log_dir=log_dir)
+    return EpochTensorBoard(log_dir=log_dir)
 
 
 def start_average_at_weights(optimizer, variables):
