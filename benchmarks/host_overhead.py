@@ -272,11 +272,13 @@ def main(argv=None):
             raise RuntimeError(f"{backend} worker failed:\n"
                                f"{(done.stdout + done.stderr)[-3000:]}")
         report["backends"].append(json.loads(line[len("RESULT "):]))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "host_overhead.json"), "w",
-              encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-    write_markdown(report, os.path.join(args.out, "host_overhead.md"))
+        # Each backend's figures are written as it finishes: a real model's
+        # worker can run for an hour.
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "host_overhead.json"), "w",
+                  encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        write_markdown(report, os.path.join(args.out, "host_overhead.md"))
     return report
 
 
