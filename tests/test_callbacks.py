@@ -240,6 +240,7 @@ print("TENSORBOARD", any(isinstance(c, run_callbacks.EpochTensorBoard)
 def test_epoch_only_callbacks_refuse_batch_frequencies(tmp_path):
     with pytest.raises(ValueError, match="epoch ends only; got save_freq=5"):
         run_callbacks.ResumableBackup(str(tmp_path / "b"), save_freq=5)
-    with pytest.raises(ValueError, match="update_freq=5"):
-        run_callbacks.EpochTensorBoard(str(tmp_path / "l"),
-                                       update_freq=5)
+    for option in ({"update_freq": 5}, {"profile_batch": 2}):
+        (name, value), = option.items()
+        with pytest.raises(ValueError, match=f"for {name}={value}"):
+            run_callbacks.EpochTensorBoard(str(tmp_path / "l"), **option)

@@ -312,10 +312,12 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
     def __init__(self, log_dir, **kwargs):
         super().__init__(log_dir, **kwargs)
-        if self.update_freq != "epoch":
-            raise ValueError("EpochTensorBoard writes per epoch; use "
-                             "keras.callbacks.TensorBoard for update_freq="
-                             f"{self.update_freq!r}.")
+        for name, default in (("update_freq", "epoch"), ("profile_batch", 0)):
+            value = kwargs.get(name, default)
+            if value != default:
+                raise ValueError("EpochTensorBoard writes per epoch without "
+                                 "profiling; use keras.callbacks.TensorBoard "
+                                 f"for {name}={value!r}.")
 
     def on_epoch_end(self, epoch, logs=None):
         if self._should_write_train_graph:
