@@ -32,7 +32,6 @@ CLI / bare-fit epoch-time ratio. Results: `<out>/host_overhead.json` and
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -105,6 +104,7 @@ def worker(args):
     from mdnet_keras.data import load_dataset
     from mdnet_keras.training import recipe
     from mdnet_keras.training import run
+    from mdnet_keras.training.callbacks import module_available
 
     source = CIFAR10_NPZ if os.path.exists(CIFAR10_NPZ) else None
     data = (load_dataset("cifar10", data=source) if source
@@ -175,7 +175,7 @@ def worker(args):
 
         models.append((args.real_model, None, args.real_model))
     results = {}
-    arms = arms_for(importlib.util.find_spec("tensorflow") is not None)
+    arms = arms_for(module_available("tensorflow"))
     for label, build, model_name in models:
         per_arm = {name: [] for name in arms}
         for round_index in range(args.rounds):
@@ -218,20 +218,19 @@ def write_markdown(report, path):
         "fit on tf.data | bare fit on arrays | cli / bare ImageBatches | "
         "cli / bare tf.data | cli / bare arrays |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(value):
+        # Older reports, and runs without TensorFlow, have no tf.data arm.
+        return "-" if value is None else f"{value:.2f}"
+
     for backend in report["backends"]:
         for model, r in backend["models"].items():
             m = r["median_step_ms"]
-
-            def cell(arm, values, digits=2):
-                # Older reports, and runs without TensorFlow, have no tf.data arm.
-                value = values.get(arm)
-                return "-" if value is None else f"{value:.{digits}f}"
-
-            ratios = {arm: r.get(f"cli_over_{arm}") for arm in ARMS}
             lines.append(
                 f"| {backend['backend']} | {model} | {m['cli']:.2f} | "
-                + " | ".join(cell(a, m) for a in ARMS[1:]) + " | "
-                + " | ".join(cell(a, ratios) for a in ARMS[1:]) + " |")
+                + " | ".join(cell(m.get(a)) for a in ARMS[1:]) + " | "
+                + " | ".join(cell(r.get(f"cli_over_{a}")) for a in ARMS[1:])
+                + " |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
