@@ -16,6 +16,11 @@ attention) and costs less on the runtimes users deploy to:
 - `cascade_late_attention_batch_head_norm`: the same with differential
   attention in the last stage only (fewer attention blocks: the third
   stage's 64-token attention is where most of attention's time goes);
+- `kernels_3_5_batch_head_norm`: two channel groups with 3x3 and 5x5
+  kernels (MixConv with two receptive fields; both kernels within
+  XNNPACK's 25-tap fast path, no chain, no subsampling), per-head
+  BatchNorm; and `kernels_3_5_late_attention_batch_head_norm`, the same
+  with differential attention in the last stage only;
 
 and two diagnostics that are not the paper's design, to show where the rest
 of the latency goes: the four groups undilated, and one 3x3 kernel for all
@@ -83,6 +88,15 @@ OPTIONS = (
            "per-head BatchNorm, differential attention in the last stage only "
            "(the third stage's blocks are conv blocks)",
            {"kernel_sizes": (3, 3, 3, 3), "cascade": True, "head_norm": "batch",
+            "stage_types": ("conv", "conv", "conv", "mdiff")}),
+    Option("_kernels_3_5_batch_head_norm", "two channel groups, 3x3 and "
+           "5x5 kernels (receptive fields 3 and 5, both within XNNPACK's "
+           "25-tap fast path), per-head BatchNorm",
+           {"kernel_sizes": (3, 5), "head_norm": "batch"}),
+    Option("_kernels_3_5_late_attention_batch_head_norm", "3x3 and 5x5 "
+           "channel groups, per-head BatchNorm, differential attention in "
+           "the last stage only",
+           {"kernel_sizes": (3, 5), "head_norm": "batch",
             "stage_types": ("conv", "conv", "conv", "mdiff")}),
     # Where the rest goes: the same groups undilated (what dilation costs),
     # and one 3x3 kernel for all channels (no groups, no multi-scale).

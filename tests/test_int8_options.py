@@ -29,6 +29,8 @@ def test_options_are_registered_and_reach_the_model():
         "mdnet_micro_dilated_batch_head_norm",
         "mdnet_micro_cascade_batch_head_norm",
         "mdnet_micro_cascade_late_attention_batch_head_norm",
+        "mdnet_micro_kernels_3_5_batch_head_norm",
+        "mdnet_micro_kernels_3_5_late_attention_batch_head_norm",
         "mdnet_micro_groups_3x3_batch_head_norm",
         "mdnet_micro_kernels_3_batch_head_norm"]
     model = baselines.build_model("mdnet_micro_dilated_batch_head_norm")

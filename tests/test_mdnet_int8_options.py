@@ -19,6 +19,9 @@ OPTIONS = {
     "dilated": dict(kernel_sizes=(3, 3, 3, 3), dilation_rates=(1, 2, 3, 4),
                     head_norm="batch"),
     "cascade": dict(kernel_sizes=(3, 3, 3, 3), cascade=True, head_norm="batch"),
+    "kernels_3_5_late_attention": dict(
+        kernel_sizes=(3, 5), head_norm="batch",
+        stage_types=("conv", "conv", "conv", "mdiff")),
 }
 
 
