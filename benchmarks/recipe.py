@@ -4,6 +4,7 @@
         [--recipes=legacy,fast] [--epochs=resnet20:10,mdnet:6] \
         [--dataset=cifar10|cifar100] [--train_images=10000] \
         [--bn_recalibration_batches=0,20] \
+        [--include=earlier/cifar10.json] \
         [--out=benchmarks/results/recipe] [--quick]
 
 Every (model, recipe) pair trains through the package's own training loop
@@ -16,6 +17,9 @@ by the loop itself; baselines (`benchmarks/baselines.py`) are handed to it.
 Runs go one after another in the order given (each run folder in
 `<out>/tmp/` resumes after a kill); the JSON is rewritten after each, then
 the Markdown table and the per-epoch plot `<out>/<dataset>.png`.
+`--include` adds the runs of earlier calls on the same data to the table
+and the plot, each marked with the command and machine that measured it
+(for a pair that had to be run again on its own).
 
 CIFAR-10 is `../shared/data/cifar10.npz` (a JPEG copy); CIFAR-100 is
 `../shared/data/cifar100-jpeg.npz` (a lossy JPEG q75 copy), read through
@@ -124,19 +128,53 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
     }
 
 
-def write_markdown(results, path):
-    rows = ["| model | recipe | BN re-estimation batches | epochs "
-            "| test top-1 per epoch | final top-1 | final top-5 | train s |",
-            "|---|---|---:|---:|---|---:|---:|---:|"]
+def include_earlier(results, paths):
+    """Adds the runs of earlier calls' JSON files at `paths` to `results`
+    as `results["included"]`; they must be on the same data."""
+    results["included"] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+        if earlier["data"] != results["data"] or (
+                earlier["seed"] != results["seed"]):
+            raise ValueError(
+                f"--include={path} was measured on {earlier['data']} with "
+                f"seed {earlier['seed']}, not on this call's "
+                f"{results['data']} with seed {results['seed']}.")
+        results["included"].append(
+            {"path": os.path.relpath(path, ROOT), "command": earlier["command"],
+             "machine": earlier["machine"], "runs": earlier["runs"]})
+
+
+def all_runs(results):
+    """(run, source) of this call's runs (source None) and the included
+    ones (source: 1-based index into `results["included"]`)."""
     for r in results["runs"]:
+        yield r, None
+    for i, earlier in enumerate(results.get("included", []), 1):
+        for r in earlier["runs"]:
+            yield r, i
+
+
+def write_markdown(results, path):
+    from benchmarks.suite_results import describe_machine
+
+    rows = ["| model | recipe | BN re-estimation batches | epochs "
+            "| test top-1 per epoch | final top-1 | final top-5 | train s "
+            "| measured by |",
+            "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for r, source in all_runs(results):
         curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
         bn = r["config"].get("bn_recalibration_batches")
         rows.append(f"| {r['model']} | {r['recipe']} | {bn} | {r['epochs']} | "
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
-                    f"{r['train_seconds']} |")
-    from benchmarks.suite_results import describe_machine
-
+                    f"{r['train_seconds']} | "
+                    f"{'this call' if source is None else f'[{source}]'} |")
+    notes = "".join(
+        f"\n[{i}] `{earlier['command']}` ({earlier['path']}), machine: "
+        f"{describe_machine(earlier['machine'])}.\n"
+        for i, earlier in enumerate(results.get("included", []), 1))
     data = results["data"]
     text = (f"# Training recipes side by side: {data['data']}\n\n"
             f"Command: `{results['command']}`\n\n"
@@ -144,8 +182,9 @@ def write_markdown(results, path):
             f"{data['train_images']} training images ({data['subset']}), "
             f"test top-1 on {data['test_images']} test images after every "
             f"epoch. Batch {BATCH_SIZE}, seed {results['seed']}. Machine: "
-            f"{describe_machine(results['machine'])}.\n\n" + "\n".join(rows) + "\n\n"
-            "Recipe values of each run are in the JSON next to this file.\n")
+            f"{describe_machine(results['machine'])}.\n\n" + "\n".join(rows)
+            + "\n" + notes + "\n"
+            "Recipe values of each run are in the JSON files named here.\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 
@@ -157,13 +196,15 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in results["runs"]:
+    for r, source in all_runs(results):
         curve = 100 * np.asarray(r["test_top1_per_epoch"])
         ax.plot(np.arange(1, len(curve) + 1), curve, marker="o",
+                linestyle="-" if source is None else "--",
                 label=f"{r['model']} / {r['recipe']}"
                 + (f" / BN {r['config'].get('bn_recalibration_batches')}"
                    if results["bn_recalibration_batches"] != [None]
-                   else ""))
+                   else "")
+                + ("" if source is None else f" [{source}]"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"{results['data']['data']}, "
@@ -187,6 +228,10 @@ def main(argv=None):
     parser.add_argument("--bn_recalibration_batches", default="",
                         help="comma-separated values of the training option "
                              "to run each pair with (default: the loop's)")
+    parser.add_argument("--include", default="",
+                        help="comma-separated JSON files of earlier calls "
+                             "on the same data, whose runs are tabulated and "
+                             "drawn beside this call's")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks",
                                                       "results", "recipe"))
     parser.add_argument("--quick", action="store_true",
@@ -212,6 +257,7 @@ def main(argv=None):
                "data": data, "seed": args.seed, "machine": machine_info(),
                "bn_recalibration_batches": bn_values,
                "runs": []}
+    include_earlier(results, [p for p in args.include.split(",") if p])
     json_path = os.path.join(args.out, f"{args.dataset}.json")
     os.makedirs(args.out, exist_ok=True)
     for model, recipe_name, bn in [

@@ -44,6 +44,31 @@ def test_recipe_benchmark_quick(tmp_path):
         tmp_path / "cifar10.md").read_text()
     assert (tmp_path / "cifar10.png").read_bytes()[:4] == b"\x89PNG"
 
+    # A pair run again on its own, beside the earlier call's runs: the
+    # finished run folder is read back, not trained again.
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text((tmp_path / "cifar10.json").read_text())
+    again = recipe_benchmark.main(["--quick", "--recipes=fast",
+                                   f"--include={earlier}", f"--out={tmp_path}"])
+    (fast_again,) = again["runs"]
+    assert fast_again["test_top1_per_epoch"] == fast["test_top1_per_epoch"]
+    assert [r["recipe"] for r in again["included"][0]["runs"]] == [
+        "legacy", "fast"]
+    table = (tmp_path / "cifar10.md").read_text()
+    assert f"| resnet20 | fast | {DEFAULT_BATCHES} | 6 |" in table
+    assert table.count("| [1] |") == 2 and table.count("| this call |") == 1
+    assert "[1] `python benchmarks/recipe.py --quick" in table
+
+
+def test_recipe_benchmark_refuses_runs_on_other_data(tmp_path):
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"data": {"train_images": 256}, "seed": 0,
+                                   "command": "", "machine": {}, "runs": []}))
+    results = {"data": {"train_images": 50000}, "seed": 0}
+    with pytest.raises(ValueError, match="was measured on .*256.* not on "
+                                         "this call's .*50000"):
+        recipe_benchmark.include_earlier(results, [str(earlier)])
+
 
 @pytest.mark.slow
 def test_host_overhead_quick(tmp_path):
