@@ -425,6 +425,10 @@ def main(argv=None):
                         help="comma-separated option names (default, "
                         "dilated, ...), measured and trained in this order; "
                         "all when not given")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated training seeds of the accuracy "
+                        "part, added beside the seeds already in its JSON "
+                        "(default: the budget's)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming the JSON")
     parser.add_argument("--out", default=os.path.join(
@@ -432,6 +436,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     command = suite_results.command_line(__file__, argv)
     budget = BUDGETS["quick" if args.quick else "full"]
+    if args.seeds:
+        budget = dict(budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
     names = list(option_models(
         budget["variant"], args.options and args.options.split(",")))
     clock = suite_results.Clock(deadline_minutes=float("inf"))

@@ -75,9 +75,11 @@ class Results:
 
 
 def budget_key(budget):
-    """The budget figures a resumed run must share (not models, deadline)."""
+    """The budget figures a resumed run must share: not which models or
+    seeds it runs (each run is kept under its model and seed), nor its
+    deadline."""
     return {k: v for k, v in (budget or {}).items()
-            if k not in ("models", "deadline_minutes")}
+            if k not in ("models", "seeds", "deadline_minutes")}
 
 
 def jsonable(value):

@@ -92,4 +92,13 @@ def test_quick_run_end_to_end(tmp_path):
     int8_options.main(["--quick", "--parts=", f"--out={tmp_path}",
                        "--options=default,dilated_batch_head_norm"])
     assert (tmp_path / "int8_options.md").read_text() == markdown
+    # Another seed joins the ones already trained instead of starting over,
+    # and two seeds of the default make the verdict conclusive.
+    int8_options.main(["--quick", "--parts=accuracy", "--seeds=1",
+                       "--options=default", f"--out={tmp_path}"])
+    results = json.loads((tmp_path / "int8_options.json").read_text())
+    assert set(results["models"]["mdnet_micro"]["top1"]) == {"0", "1"}
+    assert set(results["models"]["mdnet_micro_dilated_batch_head_norm"][
+        "top1"]) == {"0"}
+    assert results["verdicts"]["mdnet_micro"]["top1"]["met"] is True
     keras.backend.clear_session()
