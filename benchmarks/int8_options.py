@@ -57,6 +57,7 @@ Usage:
 import argparse
 import collections
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -278,11 +279,15 @@ def summarise(deploy, accuracy):
 
 
 def top1_summary(summary, name):
-    """(mean top-1 in points, spread in points, seeds) of `name`."""
+    """(mean top-1 in points, spread in points, seeds, sample variance or
+    None for one seed) of `name`."""
     top1 = [100 * v for v in summary["models"][name]["top1"].values()]
     if not top1:
         return None
-    return sum(top1) / len(top1), max(top1) - min(top1), len(top1)
+    mean = sum(top1) / len(top1)
+    variance = (sum((v - mean) ** 2 for v in top1) / (len(top1) - 1)
+                if len(top1) > 1 else None)
+    return mean, max(top1) - min(top1), len(top1), variance
 
 
 def verdicts(summary, base):
@@ -298,8 +303,15 @@ def verdicts(summary, base):
                    for t, limit in LATENCY_TARGETS.items()}
         mine = top1_summary(summary, name)
         if mine and default:
+            # The seed spread is the issue's target; the standard error of
+            # the difference of means (Welch) says how much of the
+            # difference the seeds alone would explain.
+            error = (math.sqrt(mine[3] / mine[2] + default[3] / default[2])
+                     if mine[3] is not None and default[3] is not None
+                     else None)
             verdict["top1"] = {
                 "points_vs_default": mine[0] - default[0],
+                "difference_standard_error": error,
                 "default_seed_spread": default[1],
                 "seeds": min(mine[2], default[2]),
                 "met": (mine[0] >= default[0] - default[1]
@@ -393,9 +405,12 @@ def markdown(summary):
             v = verdict["top1"]
             state = {True: "met", False: "not met",
                      None: "inconclusive (one seed)"}[v["met"]]
+            error = ("" if v["difference_standard_error"] is None else
+                     f", standard error of the difference "
+                     f"{v['difference_standard_error']:.2f}")
             parts.append(f"top-1 {v['points_vs_default']:+.2f} points vs "
                          f"default (seed spread {v['default_seed_spread']:.2f}"
-                         f"): {state}")
+                         f"{error}): {state}")
         lines.append(f"- {name}: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 

@@ -50,6 +50,28 @@ def test_options_are_registered_and_reach_the_model():
         int8_options.option_models("mdnet_micro", ["wide"])
 
 
+def test_top1_verdict_gives_the_spread_target_and_the_welch_error():
+    import statistics
+
+    base, option = [0.4137, 0.4133, 0.4129], [0.4130, 0.4004, 0.4228]
+    summary = {"models": {
+        name: {"top1": dict(enumerate(top1)),
+               "int8_vs_reference": {"1": 0.9, "2": 1.0}}
+        for name, top1 in (("m", base), ("m_option", option), ("other", [0.5]))}}
+    verdicts = int8_options.verdicts(summary, "m")
+    assert set(verdicts) == {"m", "m_option"}
+    top1 = verdicts["m_option"]["top1"]
+    points = [[100 * v for v in values] for values in (base, option)]
+    assert top1["points_vs_default"] == pytest.approx(
+        statistics.mean(points[1]) - statistics.mean(points[0]))
+    assert top1["default_seed_spread"] == pytest.approx(0.08)
+    assert top1["difference_standard_error"] == pytest.approx(
+        (statistics.variance(points[0]) / 3
+         + statistics.variance(points[1]) / 3) ** 0.5)
+    assert top1["met"] is False  # -0.12 points, outside a 0.08 spread
+    assert verdicts["m"]["int8_1_threads"]["met"]
+
+
 def test_quick_run_end_to_end(tmp_path):
     int8_options.main(["--quick", "--options=default,dilated_batch_head_norm",
                        f"--out={tmp_path}"])
@@ -85,6 +107,7 @@ def test_quick_run_end_to_end(tmp_path):
         verdict = results["verdicts"][name]
         assert set(verdict) == {"int8_1_threads", "int8_2_threads", "top1"}
         assert verdict["top1"]["met"] is None  # one seed: inconclusive
+        assert verdict["top1"]["difference_standard_error"] is None
     markdown = (tmp_path / "int8_options.md").read_text()
     assert "| mdnet_micro_dilated_batch_head_norm |" in markdown
     # Neither part: the Markdown again from the JSON, nothing recomputed.
