@@ -14,22 +14,27 @@ all models share one input pipeline and one TFLite path.
   3x3 stem with 16 channels, three stages of 16/32/64 channels with n basic
   blocks each (n = 3 and 9), parameter-free "option A" shortcuts (subsample
   by 2, zero-pad the new channels); 0.27M and 0.86M parameters.
-- `mdnet`: MDNet, the paper size (`mdnet_keras.MDNet(variant="mdnet")`).
+- `mdnet`: MDNet, the paper size and the default
+  (`mdnet_keras.MDNet(variant="mdnet")`: 3x3 and 5x5 channel groups,
+  differential attention in the last stage).
+- `mdnet_v1`: MDNet's first paper-size design (3/5/7/9 channel groups,
+  attention in the last two stages, per-head RMS norm), which the shipped
+  CIFAR-10 weights were trained with.
 - `mdnet_standard_attention`: MDNet with standard softmax attention of the
   same shape in place of differential attention (`attention="standard"`):
-  576 fewer parameters (the lambda vectors and the head norm), -0.03%.
-- `mdnet_single_kernel`: MDNet with one 7x7 kernel for all channels in
-  place of the 3/5/7/9 channel split (`kernel_sizes=(7,)`). A 7x7 depthwise
-  kernel has 49 weights per channel against 41 on average for the split, so
-  at the same widths the model is 14,848 parameters (+0.65%) larger; the
-  1x1 head conv is narrowed from 1024 to 969 channels (270 parameters per
-  channel) to compensate, which leaves it within 0.01% of MDNet. The
+  640 fewer parameters (the lambda vectors and the head norm), -0.03%.
+- `mdnet_single_kernel`: MDNet with one 5x5 kernel for all channels in
+  place of the 3x3 / 5x5 channel split (`kernel_sizes=(5,)`). A 5x5
+  depthwise kernel has 25 weights per channel against 17 on average for
+  the split, so at the same widths the model is 20,992 parameters larger;
+  the 1x1 head conv is narrowed from 1024 to 946 channels (270 parameters
+  per channel) to compensate, which leaves it within 0.01% of MDNet. The
   backbone widths, depths and heads are unchanged.
-- `mdnet_kernels_3_5`, `mdnet_kernels_3`: MDNet with small kernels only
-  (`kernel_sizes=(3, 5)` and `(3,)`), the int8 latency options: XNNPACK runs
-  depthwise kernels of up to 25 taps on its fast path, so these need no
-  kernel pieces (`benchmarks/int8_breakdown.py`). Not size-matched: 44,544
-  and 59,392 fewer parameters than MDNet (-1.9% and -2.6%).
+- `mdnet_kernels_3_5`, `mdnet_kernels_3`: `mdnet_v1` with small kernels
+  only (`kernel_sizes=(3, 5)` and `(3,)`), its int8 latency options:
+  XNNPACK runs depthwise kernels of up to 25 taps on its fast path, so these
+  need no kernel pieces (`benchmarks/int8_breakdown.py`). Not size-matched:
+  44,544 and 59,392 fewer parameters than `mdnet_v1` (-1.9% and -2.6%).
 - `mdnet_micro`: the microcontroller variant, small and fast: what the quick
   suite and the tests use.
 """
@@ -53,8 +58,8 @@ MOBILENETV2_CIFAR_BLOCKS = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-SINGLE_KERNEL_SIZE = 7
-SINGLE_KERNEL_HEAD_CHANNELS = 969
+SINGLE_KERNEL_SIZE = 5
+SINGLE_KERNEL_HEAD_CHANNELS = 946
 
 
 def batch_norm(name):
@@ -253,7 +258,13 @@ def mdnet_builder(**kwargs):
 MODELS = {
     "mdnet": {
         "build": mdnet_builder(variant="mdnet"),
-        "description": "MDNet (paper size): multi-scale 3/5/7/9, differential attention",
+        "description": "MDNet (paper size, the default): multi-scale 3/5, "
+                       "differential attention in the last stage",
+    },
+    "mdnet_v1": {
+        "build": mdnet_builder(variant="mdnet_v1"),
+        "description": "MDNet's first design: multi-scale 3/5/7/9, "
+                       "differential attention in the last two stages",
     },
     "mobilenetv2_x1_0": {
         "build": lambda shape, classes: MobileNetV2CIFAR(
@@ -290,12 +301,12 @@ MODELS = {
         ),
     },
     "mdnet_kernels_3_5": {
-        "build": mdnet_builder(variant="mdnet", kernel_sizes=(3, 5)),
-        "description": "MDNet with kernels 3/5 only (int8 latency option)",
+        "build": mdnet_builder(variant="mdnet_v1", kernel_sizes=(3, 5)),
+        "description": "mdnet_v1 with kernels 3/5 only (int8 latency option)",
     },
     "mdnet_kernels_3": {
-        "build": mdnet_builder(variant="mdnet", kernel_sizes=(3,)),
-        "description": "MDNet with 3x3 kernels only (int8 latency option)",
+        "build": mdnet_builder(variant="mdnet_v1", kernel_sizes=(3,)),
+        "description": "mdnet_v1 with 3x3 kernels only (int8 latency option)",
     },
     "mdnet_micro": {
         "build": mdnet_builder(variant="mdnet_micro"),

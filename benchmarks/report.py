@@ -13,14 +13,15 @@ REFERENCE = "mobilenetv2_x1_0"
 MODES = ("float32", "dynamic", "int8")
 NAMES = {
     "mdnet": "MDNet",
+    "mdnet_v1": "MDNet v1 (first design)",
     "mobilenetv2_x1_0": "MobileNetV2 x1.0",
     "mobilenetv2_x0_5": "MobileNetV2 x0.5",
     "resnet20": "ResNet-20",
     "resnet56": "ResNet-56",
     "mdnet_standard_attention": "MDNet, standard attention",
-    "mdnet_single_kernel": "MDNet, single 7x7 kernel",
-    "mdnet_kernels_3_5": "MDNet, kernels 3/5",
-    "mdnet_kernels_3": "MDNet, kernels 3x3",
+    "mdnet_single_kernel": "MDNet, single 5x5 kernel",
+    "mdnet_kernels_3_5": "MDNet v1, kernels 3/5",
+    "mdnet_kernels_3": "MDNet v1, kernels 3x3",
     "mdnet_micro": "MDNet micro",
 }
 

@@ -43,11 +43,25 @@ def test_options_are_registered_and_reach_the_model():
                layer.dilation_rates is None
                for layer in layers_of(default, MultiScaleChannelConv))
     ordered = int8_options.option_models(
-        "mdnet_micro", ["dilated_batch_head_norm", "default"])
+        "mdnet_micro", ["dilated_batch_head_norm", "base"])
     assert list(ordered) == ["mdnet_micro_dilated_batch_head_norm",
                              "mdnet_micro"]
     with pytest.raises(ValueError, match="Unknown options \\['wide'\\]"):
         int8_options.option_models("mdnet_micro", ["wide"])
+
+
+def test_the_default_mdnet_is_the_option_that_met_the_targets():
+    option = int8_options.option_models(
+        "mdnet_v1", ["kernels_3_5_late_attention_batch_head_norm"])
+    (name,) = option
+    shapes = lambda model: [  # noqa: E731
+        (layer.name, type(layer), [tuple(w.shape) for w in layer.weights])
+        for layer in model.layers]
+    default = baselines.build_model("mdnet")
+    assert shapes(default) == shapes(baselines.build_model(name))
+    assert {layer.head_norm for layer in layers_of(
+        default, DifferentialAttention)} == {"batch"}
+    assert int8_options.BUDGETS["full"]["variant"] == "mdnet_v1"
 
 
 def test_top1_verdict_gives_the_spread_target_and_the_welch_error():
@@ -73,7 +87,7 @@ def test_top1_verdict_gives_the_spread_target_and_the_welch_error():
 
 
 def test_quick_run_end_to_end(tmp_path):
-    int8_options.main(["--quick", "--options=default,dilated_batch_head_norm",
+    int8_options.main(["--quick", "--options=base,dilated_batch_head_norm",
                        f"--out={tmp_path}"])
     results = json.loads((tmp_path / "int8_options.json").read_text())
     rows = results["models"]
@@ -113,12 +127,12 @@ def test_quick_run_end_to_end(tmp_path):
     # Neither part: the Markdown again from the JSON, nothing recomputed.
     (tmp_path / "int8_options.md").unlink()
     int8_options.main(["--quick", "--parts=", f"--out={tmp_path}",
-                       "--options=default,dilated_batch_head_norm"])
+                       "--options=base,dilated_batch_head_norm"])
     assert (tmp_path / "int8_options.md").read_text() == markdown
     # Another seed joins the ones already trained instead of starting over,
-    # and two seeds of the default make the verdict conclusive.
+    # and two seeds of the base make the verdict conclusive.
     int8_options.main(["--quick", "--parts=accuracy", "--seeds=1",
-                       "--options=default", f"--out={tmp_path}"])
+                       "--options=base", f"--out={tmp_path}"])
     results = json.loads((tmp_path / "int8_options.json").read_text())
     assert set(results["models"]["mdnet_micro"]["top1"]) == {"0", "1"}
     assert set(results["models"]["mdnet_micro_dilated_batch_head_norm"][

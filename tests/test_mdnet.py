@@ -41,10 +41,33 @@ def test_feature_extractor_and_pooling():
     assert pooled.output.shape == (None, 32)
 
 
-def test_paper_variant_has_2_38m_parameters():
+def test_paper_size_variants_near_the_papers_2_38m_parameters():
     model = MDNet()
     assert model.name == "mdnet"
-    assert abs(model.count_params() / 2.38e6 - 1) < 0.02
+    assert abs(model.count_params() / 2.38e6 - 1) < 0.05
+    first = MDNet(variant="mdnet_v1")
+    assert abs(first.count_params() / 2.38e6 - 1) < 0.02
+
+
+def test_default_design_has_two_kernel_sizes_and_attention_last():
+    from mdnet_keras.layers import MultiScaleChannelConv
+
+    model = MDNet(num_classes=10)
+    convs = [layer for layer in model.layers
+             if isinstance(layer, MultiScaleChannelConv)]
+    attention = [layer for layer in model.layers
+                 if isinstance(layer, DifferentialAttention)]
+    assert convs and all(layer.kernel_sizes == [3, 5] for layer in convs)
+    assert attention and all(layer.name.startswith("stage4_")
+                             and layer.head_norm == "batch"
+                             for layer in attention)
+
+
+def test_shipped_weights_pick_their_variant_and_refuse_another():
+    assert MDNet(weights="cifar10", num_classes=10).name == "mdnet_v1"
+    with pytest.raises(ValueError, match="'cifar10' are for variant "
+                       "'mdnet_v1'. Received: variant='mdnet'"):
+        MDNet(weights="cifar10", num_classes=10, variant="mdnet")
 
 
 def test_variants_are_ordered_and_micro_fits_600kb_of_int8_weights():
@@ -94,12 +117,12 @@ def test_drop_path_rate_rises_linearly():
         ({"input_shape": (16, 32, 3)}, r"at least 32x32.*\(16, 32, 3\)"),
         ({"input_shape": (None, None, 3)}, "static height and width"),
         ({"variant": "mdnet_huge"}, "Unknown MDNet variant 'mdnet_huge'"),
-        ({"stage_channels": (24, 48, 128, 250)}, "Cannot split 250 channels into 4"),
+        ({"stage_channels": (24, 48, 128, 251)}, "Cannot split 251 channels into 2"),
         ({"stage_depths": (1, 2)}, "one entry per stage"),
         ({"attention": "linear"}, "Received: linear"),
         ({"pooling": "mean", "include_top": False}, "Received: mean"),
         ({"weights": "no/such/file.keras"}, "no/such/file.keras"),
-        ({"dilation_rates": (1, 2)}, "one entry per kernel size"),
+        ({"dilation_rates": (1, 2, 3)}, "one entry per kernel size"),
         ({"head_norm": "layer"}, "head_norm='layer'"),
     ],
 )

@@ -97,5 +97,6 @@ def test_profile_command_markdown_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [text for text in result.stdout.splitlines() if text.startswith("| `")]
-    assert [r.split("`")[1] for r in rows] == ["mdnet", "mdnet_small", "mdnet_micro"]
-    assert "| 2,377,900 |" in rows[0]
+    assert [r.split("`")[1] for r in rows] == [
+        "mdnet", "mdnet_v1", "mdnet_small", "mdnet_micro"]
+    assert "| 2,282,732 |" in rows[0] and "| 2,377,900 |" in rows[1]

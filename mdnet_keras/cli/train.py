@@ -50,7 +50,7 @@ _define(flags.DEFINE_float, "max_memory_mb", None,
         "memory).")
 # Model.
 _define(flags.DEFINE_string, "model", None,
-        "MDNet variant: mdnet, mdnet_small or mdnet_micro (default: "
+        "MDNet variant: mdnet, mdnet_v1, mdnet_small or mdnet_micro (default: "
         "mdnet_micro for the sample, mdnet_small for folders, mdnet else).")
 _define(flags.DEFINE_string, "model_config", None,
         "JSON of MDNet architecture overrides, e.g. "

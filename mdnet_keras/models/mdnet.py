@@ -194,6 +194,20 @@ def validate_input_shape(input_shape):
     return tuple(int(d) for d in input_shape)
 
 
+def resolve_variant(variant, weights):
+    """`variant`, or when it is None the shipped `weights`' or `"mdnet"`."""
+    shipped = MDNET_WEIGHTS.get(weights) if isinstance(weights, str) else None
+    if variant is None:
+        return shipped["variant"] if shipped else "mdnet"
+    if shipped and variant != shipped["variant"]:
+        raise ValueError(
+            f"The shipped weights '{weights}' are for variant "
+            f"'{shipped['variant']}'. Received: variant='{variant}'. Leave "
+            "`variant` out (or pass that one) to load them."
+        )
+    return variant
+
+
 def resolve_architecture(variant, overrides):
     """The variant's config with the non-None `overrides` applied."""
     if variant not in MDNET_VARIANTS:
@@ -244,7 +258,7 @@ def MDNet(
     pooling=None,
     classifier_activation="softmax",
     dropout_rate=0.2,
-    variant="mdnet",
+    variant=None,
     attention="differential",
     drop_path_rate=0.0,
     activation="relu6",
@@ -272,10 +286,12 @@ def MDNet(
     [0, 255] and normalises them itself, so an exported TFLite model needs
     no separate preprocessing.
 
-    Attention runs in the stages of type `"mdiff"`; with the default total
-    stride of 8 (stem stride 1) and a 32x32 input, those see 8x8 = 64 and
-    4x4 = 16 tokens. Tokens grow with the input area: (H / 8) * (W / 8) in
-    the third stage, and attention cost with their square, so for large
+    Attention runs in the stages of type `"mdiff"`: the last stage of the
+    default `"mdnet"`, the last two of the other variants. With the default
+    total stride of 8 (stem stride 1) and a 32x32 input, the third stage
+    sees 8x8 = 64 tokens and the fourth 4x4 = 16. Tokens grow with the input
+    area: (H / 4) * (W / 4) in the third stage, (H / 8) * (W / 8) in the
+    fourth, and attention cost with their square, so for large
     inputs raise `stem_strides` (2 or 4).
 
     References:
@@ -301,8 +317,11 @@ def MDNet(
         classifier_activation: activation of the top layer, or `None` for
             logits. Defaults to `"softmax"`.
         dropout_rate: float, dropout before the classifier. Defaults to 0.2.
-        variant: str, one of `"mdnet"`, `"mdnet_small"`, `"mdnet_micro"`:
-            the architecture defaults. Defaults to `"mdnet"`.
+        variant: str, one of `"mdnet"`, `"mdnet_v1"`, `"mdnet_small"`,
+            `"mdnet_micro"`: the architecture defaults (see
+            `mdnet_keras.MDNET_VARIANTS`). Defaults to `"mdnet"`, or with
+            the name of shipped `weights` to the variant they were trained
+            as (`"mdnet_v1"` for `"cifar10"`).
         attention: `"differential"` or `"standard"` (the ablation: plain
             softmax attention of the same shape). Defaults to
             `"differential"`.
@@ -366,6 +385,7 @@ def MDNet(
     if input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     input_shape = validate_input_shape(input_shape)
+    variant = resolve_variant(variant, weights)
     arch = resolve_architecture(
         variant,
         {
