@@ -6,6 +6,20 @@ figures in the README's variant table come from `mdnet_keras.profile`.
 
 import os
 
+# MDNet's first paper-size design; the default `mdnet` changes three things
+# of it (benchmarks/results/int8_options/kernels_3_5/).
+MDNET_V1_CONFIG = {
+    "stem_channels": 24,
+    "stage_channels": (24, 48, 128, 256),
+    "stage_depths": (1, 2, 3, 3),
+    "stage_types": ("conv", "conv", "mdiff", "mdiff"),
+    "num_heads": (0, 0, 4, 4),
+    "kernel_sizes": (3, 5, 7, 9),
+    "expansion_ratio": 4,
+    "mlp_ratio": 3,
+    "head_channels": 1024,
+}
+
 MDNET_VARIANTS = {
     "mdnet": {
         "description": (
@@ -15,18 +29,13 @@ MDNET_VARIANTS = {
             "(differential attention over 16 tokens, per-head BatchNorm) at "
             "4x4."
         ),
-        "config": {
-            "stem_channels": 24,
-            "stage_channels": (24, 48, 128, 256),
-            "stage_depths": (1, 2, 3, 3),
-            "stage_types": ("conv", "conv", "conv", "mdiff"),
-            "num_heads": (0, 0, 0, 4),
-            "kernel_sizes": (3, 5),
-            "head_norm": "batch",
-            "expansion_ratio": 4,
-            "mlp_ratio": 3,
-            "head_channels": 1024,
-        },
+        "config": dict(
+            MDNET_V1_CONFIG,
+            stage_types=("conv", "conv", "conv", "mdiff"),
+            num_heads=(0, 0, 0, 4),
+            kernel_sizes=(3, 5),
+            head_norm="batch",
+        ),
     },
     "mdnet_v1": {
         "description": (
@@ -36,17 +45,7 @@ MDNET_VARIANTS = {
             "(differential attention over 64 and 16 tokens, per-head RMS "
             "norm) at 8x8 and 4x4, 3/5/7/9 channel groups."
         ),
-        "config": {
-            "stem_channels": 24,
-            "stage_channels": (24, 48, 128, 256),
-            "stage_depths": (1, 2, 3, 3),
-            "stage_types": ("conv", "conv", "mdiff", "mdiff"),
-            "num_heads": (0, 0, 4, 4),
-            "kernel_sizes": (3, 5, 7, 9),
-            "expansion_ratio": 4,
-            "mlp_ratio": 3,
-            "head_channels": 1024,
-        },
+        "config": MDNET_V1_CONFIG,
     },
     "mdnet_small": {
         "description": (
