@@ -62,6 +62,7 @@ import json
 import math
 import multiprocessing
 import os
+import statistics
 import sys
 from concurrent import futures
 
@@ -287,10 +288,9 @@ def top1_summary(summary, name):
     top1 = [100 * v for v in summary["models"][name]["top1"].values()]
     if not top1:
         return None
-    mean = sum(top1) / len(top1)
-    variance = (sum((v - mean) ** 2 for v in top1) / (len(top1) - 1)
-                if len(top1) > 1 else None)
-    return mean, max(top1) - min(top1), len(top1), variance
+    variance = statistics.variance(top1) if len(top1) > 1 else None
+    return (statistics.mean(top1), max(top1) - min(top1), len(top1),
+            variance)
 
 
 def verdicts(summary, base):
