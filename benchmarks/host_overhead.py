@@ -1,7 +1,8 @@
 """Host-side cost per training step of the CLI's loop, against bare `fit`.
 
     python benchmarks/host_overhead.py [--backends=tensorflow,jax] \
-        [--rounds=3] [--real_model=mdnet_micro] [--out=...] [--quick]
+        [--rounds=3] [--real_model=mdnet_micro] [--data=cifar10.npz] \
+        [--bn_recalibration_batches=N] [--out=...] [--quick]
 
 A fast accelerator finishes MDNet's training step in a few milliseconds, so
 whatever the training loop does on the host per step (callbacks, the input
@@ -27,7 +28,11 @@ All arms use the recipe's optimizer (SGD-Nesterov with EMA), loss and
 `on_epoch_begin` to the validation's `on_test_begin`) over its steps, the
 median over epochs after the first (which compiles) and over rounds.
 `--real_model` adds the same three arms with a real MDNet variant, for the
-CLI / bare-fit epoch-time ratio. Results: `<out>/host_overhead.json` and
+CLI / bare-fit epoch-time ratio. `--bn_recalibration_batches` sets the CLI
+arm's per-epoch BatchNorm re-estimation for the averaged weights (the loop's
+default otherwise), which runs inside the timed window since it is part of
+the epoch's end. `--data` reads another copy of CIFAR-10 (say one carried
+to a GPU machine). Results: `<out>/host_overhead.json` and
 `.md`.
 """
 
@@ -104,9 +109,10 @@ def worker(args):
     from mdnet_keras.data import load_dataset
     from mdnet_keras.training import recipe
     from mdnet_keras.training import run
+    from mdnet_keras.training.batchnorm import DEFAULT_BATCHES
     from mdnet_keras.training.callbacks import module_available
 
-    source = CIFAR10_NPZ if os.path.exists(CIFAR10_NPZ) else None
+    source = args.data if os.path.exists(args.data) else None
     data = (load_dataset("cifar10", data=source) if source
             else load_dataset("sample"))
     # Class-balanced: CIFAR's arrays are sorted by class.
@@ -138,12 +144,15 @@ def worker(args):
     def arm(name, build, model_name, round_index):
         timer = make_timer()
         if name == "cli":
-            run.train(dict(dataset="npz", data=subset, model=model_name,
-                           recipe="fast", epochs=args.epochs,
-                           warmup_epochs=0, batch_size=BATCH_SIZE,
-                           ema_momentum=ema, verbose=0,
-                           out=os.path.join(tmp, f"{model_name}-{round_index}")),
-                      build_model=build, callbacks=[timer])
+            config = dict(dataset="npz", data=subset, model=model_name,
+                          recipe="fast", epochs=args.epochs,
+                          warmup_epochs=0, batch_size=BATCH_SIZE,
+                          ema_momentum=ema, verbose=0,
+                          out=os.path.join(tmp, f"{model_name}-{round_index}"))
+            if args.bn_recalibration_batches is not None:
+                config["bn_recalibration_batches"] = (
+                    args.bn_recalibration_batches)
+            run.train(config, build_model=build, callbacks=[timer])
         elif name in ("bare_pipeline", "bare_tf_data"):
             batches = ImageBatches(x, y, classes, batch_size=BATCH_SIZE,
                                    drop_remainder=True)
@@ -197,10 +206,15 @@ def worker(args):
         "backend": keras.backend.backend(), "keras": keras.__version__,
         "jit_compile": jit, "images": n, "steps_per_epoch": steps,
         "batch_size": BATCH_SIZE, "epochs_per_run": args.epochs,
-        "rounds": args.rounds, "data": ("CIFAR-10 (JPEG copy), "
-                                        "../shared/data/cifar10.npz, "
-                                        "class-balanced subset"
-                                        if source else "the package sample"),
+        "rounds": args.rounds,
+        "cli_bn_recalibration_batches": (
+            DEFAULT_BATCHES if args.bn_recalibration_batches is None
+            else args.bn_recalibration_batches),
+        "data": (("CIFAR-10 (JPEG copy), ../shared/data/cifar10.npz"
+                  if source == CIFAR10_NPZ else
+                  f"CIFAR-10, {os.path.relpath(source, ROOT)}")
+                 + ", class-balanced subset" if source
+                 else "the package sample"),
         "models": results}))
 
 
@@ -214,10 +228,11 @@ def write_markdown(report, path):
         f"{describe_machine(report['machine'])}. "
         "Batch 256; a step is an epoch's training time over its steps "
         "(median of the epochs after the first and of the rounds).", "",
-        "| backend | model | cli ms/step | bare fit on ImageBatches | bare "
-        "fit on tf.data | bare fit on arrays | cli / bare ImageBatches | "
-        "cli / bare tf.data | cli / bare arrays |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        "| backend | model | cli BN re-estimation batches | cli ms/step "
+        "| bare fit on ImageBatches | bare fit on tf.data | bare fit on "
+        "arrays | cli / bare ImageBatches | cli / bare tf.data | cli / bare "
+        "arrays |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(value):
         # Older reports, and runs without TensorFlow, have no tf.data arm.
@@ -226,8 +241,10 @@ def write_markdown(report, path):
     for backend in report["backends"]:
         for model, r in backend["models"].items():
             m = r["median_step_ms"]
+            # Older reports did not record it.
+            bn = backend.get("cli_bn_recalibration_batches", "-")
             lines.append(
-                f"| {backend['backend']} | {model} | {m['cli']:.2f} | "
+                f"| {backend['backend']} | {model} | {bn} | {m['cli']:.2f} | "
                 + " | ".join(cell(m.get(a)) for a in ARMS[1:]) + " | "
                 + " | ".join(cell(r.get(f"cli_over_{a}")) for a in ARMS[1:])
                 + " |")
@@ -242,6 +259,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--images", type=int, default=20 * BATCH_SIZE)
     parser.add_argument("--real_model", default=None)
+    parser.add_argument("--data", default=CIFAR10_NPZ,
+                        help="CIFAR-10 .npz (the package sample where it "
+                             "is missing)")
+    parser.add_argument("--bn_recalibration_batches", type=int, default=None,
+                        help="the CLI arm's option (default: the loop's)")
     parser.add_argument("--out", default=os.path.join(
         ROOT, "benchmarks", "results", "host_overhead"))
     parser.add_argument("--quick", action="store_true")

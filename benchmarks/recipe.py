@@ -3,7 +3,8 @@
     python benchmarks/recipe.py [--models=resnet20,mdnet] \
         [--recipes=legacy,fast] [--epochs=resnet20:10,mdnet:6] \
         [--dataset=cifar10|cifar100] [--train_images=10000] \
-        [--bn_recalibration_batches=0,20] \
+        [--bn_recalibration_batches=0,20] [--batch_size=128] \
+        [--data=copy.npz --data_label="CIFAR-10 (JPEG q95 copy)"] \
         [--include=earlier/cifar10.json] \
         [--out=benchmarks/results/recipe] [--quick]
 
@@ -19,11 +20,15 @@ Runs go one after another in the order given (each run folder in
 the Markdown table and the per-epoch plot `<out>/<dataset>.png`.
 `--include` adds the runs of earlier calls on the same data to the table
 and the plot, each marked with the command and machine that measured it
-(for a pair that had to be run again on its own).
+(for a pair that had to be run again on its own); with `--models=` empty,
+the call trains nothing and tabulates and draws the included runs (pairs
+trained side by side in separate processes, say on one GPU).
 
 CIFAR-10 is `../shared/data/cifar10.npz` (a JPEG copy); CIFAR-100 is
 `../shared/data/cifar100-jpeg.npz` (a lossy JPEG q75 copy), read through
-the `.npz` route. Figures say which.
+the `.npz` route; `--data` names another copy of the same data set (for
+example one re-encoded small enough to carry to a GPU machine) and
+`--data_label` how figures name it. Figures say which.
 """
 
 import argparse
@@ -48,7 +53,7 @@ DATA = {
     "cifar100": (os.path.join(SHARED_DATA, "cifar100-jpeg.npz"),
                  "CIFAR-100 (JPEG q75 copy)"),
 }
-BATCH_SIZE = 128
+DEFAULT_BATCH_SIZE = 128
 
 
 def parse_epochs(spec, models):
@@ -62,12 +67,18 @@ def parse_epochs(spec, models):
     return {name: int(epochs[name]) for name in models}
 
 
-def make_subset(dataset, train_images, test_images, path):
-    """Writes a class-balanced subset of `dataset` as an `.npz` at `path`."""
+def make_subset(dataset, train_images, test_images, path, source=None,
+                label=None):
+    """Writes a class-balanced subset of `dataset` as an `.npz` at `path`,
+    read from `source` (default: `DATA`'s file) and named `label`."""
     from benchmarks.suite_data import balanced_subset
     from mdnet_keras.data import load_dataset
 
-    source, label = DATA[dataset]
+    if source is None:
+        source, label = DATA[dataset]
+    elif not label:
+        raise ValueError(f"--data={source} needs --data_label, the name its "
+                         "figures are given (which copy of which data set).")
     data = load_dataset(dataset, data=source)
     train = balanced_subset(data.y_train, train_images, 0)
     test = balanced_subset(data.y_test, test_images, 0)
@@ -81,7 +92,7 @@ def make_subset(dataset, train_images, test_images, path):
 
 
 def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
-              bn_batches=None):
+              bn_batches=None, batch_size=DEFAULT_BATCH_SIZE):
     """Trains one pair through `run.train`; returns its summary."""
     from benchmarks import baselines
     from mdnet_keras.models import MDNET_VARIANTS
@@ -95,7 +106,7 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
     # The curves are test top-1 per epoch and the figure is the last
     # epoch's, so no validation split is held out (none selects anything).
     config = dict(dataset="npz", data=subset_path, model=model,
-                  recipe=recipe_name, epochs=epochs, batch_size=BATCH_SIZE,
+                  recipe=recipe_name, epochs=epochs, batch_size=batch_size,
                   validation_split=0, seed=seed, out=out, verbose=2)
     if bn_batches is not None:
         config["bn_recalibration_batches"] = bn_batches
@@ -181,12 +192,19 @@ def write_markdown(results, path):
             f"Data: {data['data']} ({data['source']}), "
             f"{data['train_images']} training images ({data['subset']}), "
             f"test top-1 on {data['test_images']} test images after every "
-            f"epoch. Batch {BATCH_SIZE}, seed {results['seed']}. Machine: "
+            f"epoch. Batch {batch_sizes(results)}, seed {results['seed']}. "
+            "Machine: "
             f"{describe_machine(results['machine'])}.\n\n" + "\n".join(rows)
             + "\n" + notes + "\n"
             "Recipe values of each run are in the JSON files named here.\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def batch_sizes(results):
+    """The batch sizes of all runs in the table, as text."""
+    sizes = sorted({r["config"]["batch_size"] for r, _ in all_runs(results)})
+    return ", ".join(map(str, sizes)) or "-"
 
 
 def plot(results, path):
@@ -225,6 +243,12 @@ def main(argv=None):
     parser.add_argument("--train_images", type=int, default=10000)
     parser.add_argument("--test_images", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--data", default=None,
+                        help="the .npz file of --dataset to read (default: "
+                             "the one in ../shared/data)")
+    parser.add_argument("--data_label", default=None,
+                        help="with --data: how figures name that copy")
     parser.add_argument("--bn_recalibration_batches", default="",
                         help="comma-separated values of the training option "
                              "to run each pair with (default: the loop's)")
@@ -240,7 +264,7 @@ def main(argv=None):
     if args.quick:
         args.models, args.epochs = "resnet20", "6"
         args.train_images, args.test_images = 256, 64
-    models = args.models.split(",")
+    models = [m for m in args.models.split(",") if m]
     epochs = parse_epochs(args.epochs, models)
     bn_values = ([int(v) for v in args.bn_recalibration_batches.split(",")]
                  if args.bn_recalibration_batches else [None])
@@ -250,7 +274,7 @@ def main(argv=None):
     subset = os.path.join(tmp, f"subset_{args.train_images}_"
                                f"{args.test_images}.npz")
     data = make_subset(args.dataset, args.train_images, args.test_images,
-                       subset)
+                       subset, args.data, args.data_label)
     results = {"command": "python benchmarks/recipe.py "
                           + " ".join(argv if argv is not None
                                      else sys.argv[1:]),
@@ -258,8 +282,12 @@ def main(argv=None):
                "bn_recalibration_batches": bn_values,
                "runs": []}
     include_earlier(results, [p for p in args.include.split(",") if p])
-    json_path = os.path.join(args.out, f"{args.dataset}.json")
     os.makedirs(args.out, exist_ok=True)
+    if not models:
+        if not results["included"]:
+            raise ValueError("--models= is empty and --include names no "
+                             "runs: there is nothing to tabulate.")
+        write_outputs(results, args.out, args.dataset)
     for model, recipe_name, bn in [
             (m, r, b) for m in models for r in args.recipes.split(",")
             for b in bn_values]:
@@ -271,12 +299,18 @@ def main(argv=None):
               + f": {epochs[model]} epochs", flush=True)
         results["runs"].append(train_one(model, recipe_name, epochs[model],
                                          subset, args.dataset, out,
-                                         args.seed, bn))
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-        write_markdown(results, os.path.join(args.out, f"{args.dataset}.md"))
-        plot(results, os.path.join(args.out, f"{args.dataset}.png"))
+                                         args.seed, bn, args.batch_size))
+        write_outputs(results, args.out, args.dataset)
     return results
+
+
+def write_outputs(results, out, dataset):
+    """The JSON, the Markdown table and the plot of `results` in `out`."""
+    with open(os.path.join(out, f"{dataset}.json"), "w",
+              encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    write_markdown(results, os.path.join(out, f"{dataset}.md"))
+    plot(results, os.path.join(out, f"{dataset}.png"))
 
 
 if __name__ == "__main__":

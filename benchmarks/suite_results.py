@@ -169,7 +169,21 @@ def machine_info():
         info["memory_gib"] = round(pages / 2**30, 1)
     except (ValueError, OSError):
         pass
+    gpus = nvidia_gpus()
+    if gpus:
+        info["gpus"] = gpus
     return info
+
+
+def nvidia_gpus():
+    """The names `nvidia-smi -L` lists (none where it is not installed)."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                                text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split(":", 1)[1].split("(")[0].strip()
+            for line in listed.splitlines() if line.startswith("GPU ")]
 
 
 def versions():
@@ -217,8 +231,10 @@ def command_line(script, argv=None):
 
 def describe_machine(info):
     """One line of a `machine_info` dict: CPU, cores, load at the start."""
+    gpus = "".join(f", {name}" for name in info.get("gpus", []))
     return (f"{info.get('cpu_model', info['machine'])}, {info['cpu_count']} "
-            f"cores, load average at the start {info.get('load_average')}")
+            f"cores{gpus}, load average at the start "
+            f"{info.get('load_average')}")
 
 
 def publish(results, script, argv, out_dir, name, markdown):

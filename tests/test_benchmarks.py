@@ -139,3 +139,12 @@ def test_quick_suite_end_to_end(tmp_path):
                           budget_overrides=overrides, command="pytest")
     assert json.dumps(again["models"]) == before
     assert len(again["runs"]) == 2
+
+
+def test_machine_line_names_the_gpus():
+    info = {"machine": "x86_64", "cpu_count": 16, "load_average": [0.5],
+            "gpus": ["NVIDIA H200"]}
+    assert suite_results.describe_machine(info) == (
+        "x86_64, 16 cores, NVIDIA H200, load average at the start [0.5]")
+    del info["gpus"]
+    assert "cores, load" in suite_results.describe_machine(info)

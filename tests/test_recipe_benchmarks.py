@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,6 +61,47 @@ def test_recipe_benchmark_quick(tmp_path):
     assert "[1] `python benchmarks/recipe.py --quick" in table
 
 
+@pytest.mark.slow
+def test_recipe_benchmark_tabulates_runs_of_separate_calls(tmp_path):
+    # Pairs trained in separate processes (side by side on one GPU), on a
+    # copy of the data named by --data, then drawn together by a call that
+    # trains nothing.
+    from mdnet_keras.data import load_dataset
+
+    sample = load_dataset("sample")
+    copy = tmp_path / "copy.npz"
+    np.savez(copy, x_train=sample.x_train, y_train=sample.y_train,
+             x_test=sample.x_test, y_test=sample.y_test)
+    common = ["--models=resnet20", "--epochs=1", "--train_images=256",
+              "--test_images=64", "--batch_size=64", f"--data={copy}",
+              "--data_label=CIFAR-10 (a copy)"]
+    for recipe_name in ("legacy", "fast"):
+        recipe_benchmark.main(common + [f"--recipes={recipe_name}",
+                                        f"--out={tmp_path / recipe_name}"])
+    merged = recipe_benchmark.main(
+        common[2:] + ["--models=", f"--out={tmp_path / 'merged'}",
+                      f"--include={tmp_path / 'legacy' / 'cifar10.json'},"
+                      f"{tmp_path / 'fast' / 'cifar10.json'}"])
+    assert merged["runs"] == []
+    assert merged["data"]["data"] == "CIFAR-10 (a copy)"
+    table = (tmp_path / "merged" / "cifar10.md").read_text()
+    assert "| resnet20 | legacy |" in table and "| resnet20 | fast |" in table
+    assert "Batch 64," in table
+    assert (tmp_path / "merged" / "cifar10.png").exists()
+
+
+def test_recipe_benchmark_needs_a_label_for_other_data(tmp_path):
+    with pytest.raises(ValueError, match="needs --data_label"):
+        recipe_benchmark.make_subset("cifar10", 10, 10, str(tmp_path / "s"),
+                                     source="copy.npz")
+
+
+def test_recipe_benchmark_refuses_to_tabulate_nothing(tmp_path):
+    with pytest.raises(ValueError, match="nothing to tabulate"):
+        recipe_benchmark.main(["--models=", "--train_images=20",
+                               "--test_images=10", f"--out={tmp_path}"])
+
+
 def test_recipe_benchmark_refuses_runs_on_other_data(tmp_path):
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"data": {"train_images": 256}, "seed": 0,
@@ -73,12 +115,15 @@ def test_recipe_benchmark_refuses_runs_on_other_data(tmp_path):
 @pytest.mark.slow
 def test_host_overhead_quick(tmp_path):
     report = host_overhead.main(["--quick", "--backends=tensorflow",
+                                 "--bn_recalibration_batches=0",
                                  f"--out={tmp_path}"])
     (backend,) = report["backends"]
+    assert backend["cli_bn_recalibration_batches"] == 0
     medians = backend["models"]["tiny"]["median_step_ms"]
     assert set(medians) == set(host_overhead.ARMS)
     assert all(v > 0 for v in medians.values())
-    assert "| tensorflow | tiny |" in (tmp_path / "host_overhead.md").read_text()
+    assert "| tensorflow | tiny | 0 |" in (
+        tmp_path / "host_overhead.md").read_text()
 
 
 def test_host_overhead_tf_data_arm_needs_tensorflow():
@@ -98,5 +143,5 @@ def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
               "backends": [{"backend": "jax", "models": models}]}
     path = tmp_path / "host_overhead.md"
     host_overhead.write_markdown(report, path)
-    assert "| jax | tiny | 5.00 | 4.00 | - | 2.00 | 1.25 | - | 2.50 |" in (
+    assert "| jax | tiny | - | 5.00 | 4.00 | - | 2.00 | 1.25 | - | 2.50 |" in (
         path.read_text())
