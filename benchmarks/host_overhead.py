@@ -252,6 +252,16 @@ def write_markdown(report, path):
         f.write("\n".join(lines) + "\n")
 
 
+def worker_environment(backend):
+    """The environment of a backend's worker: this one's, with the backend
+    set and the repository first on the path (packages installed by path,
+    such as wheels unpacked into a folder, stay importable)."""
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH"))
+                           if p)
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+                PYTHONPATH=path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="tensorflow,jax")
@@ -282,8 +292,7 @@ def main(argv=None):
     passed = [a for a in (argv if argv is not None else sys.argv[1:])
               if not a.startswith("--backends")]
     for backend in args.backends.split(","):
-        env = dict(os.environ, KERAS_BACKEND=backend,
-                   TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+        env = worker_environment(backend)
         done = subprocess.run([sys.executable, os.path.abspath(__file__),
                                "--worker", *passed], env=env,
                               capture_output=True, text=True)

@@ -61,10 +61,12 @@ def test_evaluate_a_keras_model_writes_metrics(tmp_path):
     MDNet((32, 32, 3), 10, variant="mdnet_micro",
           stage_depths=(1, 1, 1, 1)).save(tmp_path / "m.keras")
     done = cli("evaluate", f"--model={tmp_path / 'm.keras'}",
-               f"--out={tmp_path / 'eval'}")
+               f"--out={tmp_path / 'eval'}",
+               f"--json_out={tmp_path / 'report.json'}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "top-1:" in done.stdout and "airplane" in done.stdout
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "report.json").read_text()) == metrics
     assert metrics["num_examples"] == 200
     assert np.array(metrics["confusion_matrix"]).sum() == 200
     assert (tmp_path / "eval" / "confusion_matrix.png").exists()

@@ -126,6 +126,18 @@ def test_host_overhead_quick(tmp_path):
         tmp_path / "host_overhead.md").read_text()
 
 
+def test_host_overhead_worker_keeps_the_python_path(monkeypatch):
+    # Keras installed by path (wheels unpacked on a GPU machine) must stay
+    # importable in the backend's worker.
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    env = host_overhead.worker_environment("jax")
+    assert env["PYTHONPATH"].split(":") == [host_overhead.ROOT, "/tmp/site"]
+    assert env["KERAS_BACKEND"] == "jax"
+    monkeypatch.delenv("PYTHONPATH")
+    assert host_overhead.worker_environment("jax")["PYTHONPATH"] == (
+        host_overhead.ROOT)
+
+
 def test_host_overhead_tf_data_arm_needs_tensorflow():
     assert "bare_tf_data" in host_overhead.arms_for(True)
     assert host_overhead.arms_for(False) == ("cli", "bare_pipeline",

@@ -70,3 +70,8 @@ def main(argv):
     print(f"{FLAGS.model} on {report['dataset']} ({report['split']}):")
     print(evaluation.format_report(report))
     print(f"Wrote {os.path.join(report['out'], 'metrics.json')}")
+    # --json_out is defined with the .tflite evaluation; a .keras model's
+    # report honours it too rather than ignoring it.
+    if FLAGS.json_out:
+        evaluation.write_json(FLAGS.json_out, report)
+        print(f"Wrote {FLAGS.json_out}")
