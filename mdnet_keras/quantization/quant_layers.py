@@ -286,7 +286,9 @@ class QuantDifferentialAttention(QuantAttentionMixin, DifferentialAttention):
     """`DifferentialAttention` with int8 fake quantization (see the mixin).
 
     Also quantized: `lambda * A2`, the difference map, its product with the
-    values and every step of the head RMS norm (int8 ops in TFLite).
+    values and every step of the head RMS norm (int8 ops in TFLite), or with
+    `head_norm="batch"` the head BatchNorm's output (at inference a fixed
+    scale and offset; it trains on batch statistics like any BatchNorm).
 
     Example:
 
@@ -304,7 +306,12 @@ class QuantDifferentialAttention(QuantAttentionMixin, DifferentialAttention):
         second = probs[:, self.num_heads :]
         weighted = self.fake_quant("weighted", ops.cast(self.lambda_value(), probs.dtype) * second)
         difference = self.fake_quant("difference", first - weighted)
-        outputs = self.head_rms_norm(self.fake_quant("context", ops.matmul(difference, value)))
+        context = self.fake_quant("context", ops.matmul(difference, value))
+        if self.head_norm == "batch":
+            outputs = self.fake_quant("normalized", self.head_batch_norm(
+                context, training=getattr(self, "_training", False)))
+        else:
+            outputs = self.head_rms_norm(context)
         outputs = outputs * ops.cast(1.0 - self.lambda_init, outputs.dtype)
         return outputs, {"softmax_1": first, "softmax_2": second, "difference": difference}
 

@@ -174,11 +174,18 @@ def _copy_weights(original, twin, bn):
             target.kernel.assign(source.kernel)
             if source.use_bias:
                 target.bias.assign(source.bias)
-        names = [w.name for w in original.weights if "lambda" in w.name or "norm" in w.name]
-        own = {w.name: w for w in twin.weights}
+        # The rest (lambdas, the head norm's scale or BatchNorm) by path:
+        # the twin keeps the float layer's name and its sublayers' names.
+        own = {w.path: w for w in twin.weights}
+        projections = {getattr(original, f"{name}_dense").path for name in
+                       ("query", "key", "value", "output")}
         for w in original.weights:
-            if w.name in names:
-                own[w.name].assign(w)
+            if w.path.rsplit("/", 1)[0] in projections:
+                continue
+            if w.path not in own:
+                raise ValueError(f"The quantization-aware twin of {original.name!r} "
+                                 f"has no weight {w.path!r} to take the float value.")
+            own[w.path].assign(w)
         return
     float_weights = original.get_weights()
     if isinstance(twin, ql.QuantDense):
