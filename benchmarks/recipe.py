@@ -225,8 +225,9 @@ def plot(results, path):
                 + ("" if source is None else f" [{source}]"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{results['data']['data']}, "
-                 f"{results['data']['train_images']} training images")
+    ax.set_title(f"{results['data']['data']},\n"
+                 f"{results['data']['train_images']} training images",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -321,7 +321,7 @@ def MDNet(
             `"mdnet_micro"`: the architecture defaults (see
             `mdnet_keras.MDNET_VARIANTS`). Defaults to `"mdnet"`, or with
             the name of shipped `weights` to the variant they were trained
-            as (`"mdnet_v1"` for `"cifar10"`).
+            as (`"mdnet"` for `"cifar10"`).
         attention: `"differential"` or `"standard"` (the ablation: plain
             softmax attention of the same shape). Defaults to
             `"differential"`.
