@@ -53,6 +53,13 @@ def neu():
     return load_dataset("folder", data=str(folder), image_size=32, channels=1)
 
 
+def tiny_mdnet(**overrides):
+    """The tiny MDNet of these tests for NEU at 32x32 grey, seeded."""
+    keras.utils.set_random_seed(0)
+    return mdnet_keras.MDNet(input_shape=(32, 32, 1), num_classes=6, variant="mdnet_micro",
+                             **TINY, **overrides)
+
+
 def train_and_twin(model, neu):
     """`model` trained 2 epochs on NEU (32x32 grey), and its twin."""
     recipe.compile_model(model, keras.optimizers.Adam(2e-3), 6)
@@ -81,9 +88,7 @@ def fine_tune_one_epoch(model, neu):
 @pytest.fixture(scope="module")
 def trained(neu):
     """A tiny MDNet trained 2 epochs on NEU (32x32 grey), and its twin."""
-    keras.utils.set_random_seed(0)
-    return train_and_twin(mdnet_keras.MDNet(input_shape=(32, 32, 1), num_classes=6,
-                                            variant="mdnet_micro", **TINY), neu)
+    return train_and_twin(tiny_mdnet(), neu)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +111,7 @@ def fine_tuned(trained, neu):
 def batch_head_trained(neu):
     """The tiny MDNet with the default's head BatchNorm in its attention
     (`head_norm="batch"`) trained 2 epochs on NEU, and its twin."""
-    keras.utils.set_random_seed(0)
-    return train_and_twin(mdnet_keras.MDNet(input_shape=(32, 32, 1), num_classes=6,
-                                            variant="mdnet_micro", head_norm="batch",
-                                            **TINY), neu)
+    return train_and_twin(tiny_mdnet(head_norm="batch"), neu)
 
 
 @pytest.fixture(scope="module")
