@@ -60,6 +60,26 @@ def test_statistics_are_the_average_of_the_batch_statistics():
     np.testing.assert_allclose(norm.moving_mean.numpy(), first, rtol=1e-6)
 
 
+def test_compiled_forward_gives_the_eager_calls_statistics():
+    # The re-estimation runs one compiled training-mode forward pass per
+    # batch (op by op it cost several times a training step); its
+    # statistics are the eager call's, also when one compiled function
+    # serves several calls, as in the callback.
+    model = small_model()
+    eager = keras.models.clone_model(model)
+    eager.set_weights(model.get_weights())
+    images = np.random.default_rng(1).normal(
+        1.0, 3.0, size=(12, 4, 4, 3)).astype("float32")
+    batches = [images[i:i + 4] for i in range(0, 12, 4)]
+    batchnorm.reestimate_batchnorm(
+        eager, batches, forward=lambda b: eager(b, training=True))
+    forward = batchnorm.training_forward(model)
+    for _ in range(2):
+        batchnorm.reestimate_batchnorm(model, batches, forward=forward)
+        assert_stats_equal(stats_of(model), stats_of(eager), rtol=1e-5,
+                           atol=1e-6)
+
+
 def test_calibration_batches_are_fixed_and_augmented_like_training():
     from mdnet_keras.data import ImageBatches
 

@@ -51,7 +51,55 @@ def assign_statistics(layers, values):
             variable.assign(value)
 
 
-def reestimate_batchnorm(model, batches, num_batches=None):
+def training_forward(model):
+    """`model(images, training=True)` as one compiled function.
+
+    Run eagerly, the forward pass dispatches op by op, which costs several
+    times a compiled training step (on TensorFlow) and far more on an
+    accelerator. This traces `model.stateless_call` once (`tf.function` on
+    TensorFlow outside a `tf.distribute` strategy, `jax.jit` on JAX;
+    PyTorch, and TensorFlow under a strategy, run eagerly) and assigns the
+    non-trainable state it returns (BatchNorm statistics, seed generators),
+    which is what the eager call does. BatchNorm momentum is read when the
+    function is traced: `reestimate_batchnorm` traces it at momentum 0.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        A function of an image batch that updates `model`'s non-trainable
+        variables and returns nothing.
+    """
+    def updated_state(trainable, non_trainable, images):
+        _, state = model.stateless_call(trainable, non_trainable, images,
+                                        training=True)
+        return state
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        updated_state = jax.jit(updated_state)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            # Mirrored variables are updated through the strategy: the
+            # eager call does that.
+            return lambda images: model(images, training=True)
+        updated_state = tf.function(updated_state, reduce_retracing=True)
+
+    def forward(images):
+        state = updated_state([v.value for v in model.trainable_variables],
+                              [v.value for v in model.non_trainable_variables],
+                              images)
+        for variable, value in zip(model.non_trainable_variables, state):
+            variable.assign(value)
+
+    return forward
+
+
+def reestimate_batchnorm(model, batches, num_batches=None, forward=None):
     """Sets BatchNorm statistics to their average over `batches`' images.
 
     Runs the first `num_batches` batches through `model` in training mode
@@ -67,6 +115,9 @@ def reestimate_batchnorm(model, batches, num_batches=None):
             whose first item is.
         num_batches: int, how many of the first batches to use; None for
             all.
+        forward: optional `training_forward(model)` made by an earlier
+            call (at momentum 0), to reuse its compilation; by default
+            one is made for this call.
 
     Returns:
         int, the number of BatchNormalization layers re-estimated.
@@ -90,10 +141,11 @@ def reestimate_batchnorm(model, batches, num_batches=None):
     try:
         for layer in layers:
             layer.momentum = 0.0
+        forward = forward or training_forward(model)
         for index in range(count):
             batch = batches[index]
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(images, training=True)
+            forward(images)
             found = statistics(layers)
             totals = found if totals is None else [
                 [total + value for total, value in zip(t, f)]
@@ -159,6 +211,7 @@ class AveragedBatchNormStatistics(keras.callbacks.Callback):
         self.batches = batches
         self._raw = None
         self._averaged = None
+        self._forward = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._averaged = None  # The weights change in this epoch.
@@ -186,7 +239,11 @@ class AveragedBatchNormStatistics(keras.callbacks.Callback):
         layers = batchnorm_layers(self.model)
         self._raw = statistics(layers)
         if self._averaged is None:
-            reestimate_batchnorm(self.model, self.batches)
+            # Compiled once a training: traced at the first call, at
+            # momentum 0, and the same at every later call.
+            self._forward = self._forward or training_forward(self.model)
+            reestimate_batchnorm(self.model, self.batches,
+                                 forward=self._forward)
             self._averaged = statistics(layers)
         else:
             assign_statistics(layers, self._averaged)
