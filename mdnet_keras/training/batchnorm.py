@@ -87,7 +87,7 @@ def training_forward(model):
             # Mirrored variables are updated through the strategy: the
             # eager call does that.
             return lambda images: model(images, training=True)
-        updated_state = tf.function(updated_state, reduce_retracing=True)
+        updated_state = tf.function(updated_state)
 
     def forward(images):
         state = updated_state([v.value for v in model.trainable_variables],
