@@ -282,6 +282,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.epochs, args.images = 1, 2, 2 * BATCH_SIZE
+    if args.data != CIFAR10_NPZ and not os.path.exists(args.data):
+        # Only the shared copy's absence falls back to the package sample.
+        parser.error(f"--data={args.data} does not exist.")
     if args.worker:
         return worker(args)
     from benchmarks.suite_results import command_line

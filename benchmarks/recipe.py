@@ -69,8 +69,9 @@ def parse_epochs(spec, models):
 
 def make_subset(dataset, train_images, test_images, path, source=None,
                 label=None):
-    """Writes a class-balanced subset of `dataset` as an `.npz` at `path`,
-    read from `source` (default: `DATA`'s file) and named `label`."""
+    """Writes a class-balanced subset of `dataset` as an `.npz` at `path`
+    (None: only describes it), read from `source` (default: `DATA`'s file)
+    and named `label`."""
     from benchmarks.suite_data import balanced_subset
     from mdnet_keras.data import load_dataset
 
@@ -82,10 +83,12 @@ def make_subset(dataset, train_images, test_images, path, source=None,
     data = load_dataset(dataset, data=source)
     train = balanced_subset(data.y_train, train_images, 0)
     test = balanced_subset(data.y_test, test_images, 0)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path, x_train=data.x_train[train], y_train=data.y_train[train],
-             x_test=data.x_test[test], y_test=data.y_test[test],
-             label_names=np.array(data.class_names))
+    if path is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(path, x_train=data.x_train[train],
+                 y_train=data.y_train[train], x_test=data.x_test[test],
+                 y_test=data.y_test[test],
+                 label_names=np.array(data.class_names))
     return {"data": label, "source": os.path.relpath(source, ROOT),
             "train_images": int(len(train)), "test_images": int(len(test)),
             "subset": "class-balanced, seed 0"}
@@ -274,8 +277,9 @@ def main(argv=None):
     tmp = os.path.join(args.out, "tmp", args.dataset)
     subset = os.path.join(tmp, f"subset_{args.train_images}_"
                                f"{args.test_images}.npz")
+    # A call that only tabulates needs the subset's description, not its file.
     data = make_subset(args.dataset, args.train_images, args.test_images,
-                       subset, args.data, args.data_label)
+                       subset if models else None, args.data, args.data_label)
     results = {"command": "python benchmarks/recipe.py "
                           + " ".join(argv if argv is not None
                                      else sys.argv[1:]),

@@ -88,6 +88,7 @@ def test_recipe_benchmark_tabulates_runs_of_separate_calls(tmp_path):
     assert "| resnet20 | legacy |" in table and "| resnet20 | fast |" in table
     assert "Batch 64," in table
     assert (tmp_path / "merged" / "cifar10.png").exists()
+    assert not (tmp_path / "merged" / "tmp").exists()  # no subset written
 
 
 def test_recipe_benchmark_needs_a_label_for_other_data(tmp_path):
@@ -136,6 +137,14 @@ def test_host_overhead_worker_keeps_the_python_path(monkeypatch):
     monkeypatch.delenv("PYTHONPATH")
     assert host_overhead.worker_environment("jax")["PYTHONPATH"] == (
         host_overhead.ROOT)
+
+
+def test_host_overhead_refuses_a_missing_data_file(tmp_path):
+    # A named file that is not there is an error, not the package sample.
+    with pytest.raises(SystemExit):
+        host_overhead.main([f"--data={tmp_path / 'missing.npz'}", "--quick",
+                            f"--out={tmp_path}"])
+    assert not (tmp_path / "host_overhead.json").exists()
 
 
 def test_host_overhead_tf_data_arm_needs_tensorflow():
