@@ -2,7 +2,8 @@
 
     python benchmarks/host_overhead.py [--backends=tensorflow,jax] \
         [--rounds=3] [--real_model=mdnet_micro] [--data=cifar10.npz] \
-        [--bn_recalibration_batches=N] [--out=...] [--quick]
+        [--bn_recalibration_batches=N] [--steps_per_execution=1,20] \
+        [--out=...] [--quick]
 
 A fast accelerator finishes MDNet's training step in a few milliseconds, so
 whatever the training loop does on the host per step (callbacks, the input
@@ -31,7 +32,10 @@ median over epochs after the first (which compiles) and over rounds.
 CLI / bare-fit epoch-time ratio. `--bn_recalibration_batches` sets the CLI
 arm's per-epoch BatchNorm re-estimation for the averaged weights (the loop's
 default otherwise), which runs inside the timed window since it is part of
-the epoch's end. `--data` reads another copy of CIFAR-10 (say one carried
+the epoch's end. `--steps_per_execution` (a list) runs every arm once per
+value in the same rounds (Keras' `compile(steps_per_execution=...)`, the
+CLI's `--steps_per_execution`): the steps one compiled call of `fit` runs,
+so `fit`'s own per-step host work is paid once per call. `--data` reads another copy of CIFAR-10 (say one carried
 to a GPU machine). Results: `<out>/host_overhead.json` and
 `.md`.
 """
@@ -132,23 +136,25 @@ def worker(args):
     fast = recipe.RECIPES["fast"]
     ema = recipe.ema_momentum_for(fast.ema_fraction, steps * args.epochs)
 
-    def compiled(build):
+    def compiled(build, steps_per_call):
         model = build(data.image_shape, classes)
         optimizer = recipe.make_optimizer(
             model, fast.learning_rate, fast.weight_decay,
             optimizer=fast.optimizer, momentum=fast.momentum,
             ema_momentum=ema)
         return recipe.compile_model(model, optimizer, classes,
-                                    fast.label_smoothing, jit)
+                                    fast.label_smoothing, jit, steps_per_call)
 
-    def arm(name, build, model_name, round_index):
+    def arm(name, build, model_name, round_index, steps_per_call):
         timer = make_timer()
         if name == "cli":
             config = dict(dataset="npz", data=subset, model=model_name,
                           recipe="fast", epochs=args.epochs,
                           warmup_epochs=0, batch_size=BATCH_SIZE,
                           ema_momentum=ema, verbose=0,
-                          out=os.path.join(tmp, f"{model_name}-{round_index}"))
+                          steps_per_execution=steps_per_call,
+                          out=os.path.join(tmp, f"{model_name}-{round_index}-"
+                                                f"{steps_per_call}"))
             if args.bn_recalibration_batches is not None:
                 config["bn_recalibration_batches"] = (
                     args.bn_recalibration_batches)
@@ -165,11 +171,11 @@ def worker(args):
                 extra = [tf_input.ServeEpoch(batches)]
                 batches, val = (tf_input.as_tf_dataset(batches),
                                 tf_input.as_tf_dataset(val))
-            compiled(build).fit(batches, validation_data=val,
+            compiled(build, steps_per_call).fit(batches, validation_data=val,
                                 epochs=args.epochs, shuffle=False,
                                 callbacks=[timer, *extra], verbose=0)
         else:
-            compiled(build).fit(
+            compiled(build, steps_per_call).fit(
                 x.astype("float32"), one_hot[y], batch_size=BATCH_SIZE,
                 validation_data=(x_val.astype("float32"), one_hot[y_val]),
                 epochs=args.epochs, callbacks=[timer], verbose=0)
@@ -185,28 +191,35 @@ def worker(args):
         models.append((args.real_model, None, args.real_model))
     results = {}
     arms = arms_for(module_available("tensorflow"))
+    calls = [int(v) for v in str(args.steps_per_execution).split(",")]
     for label, build, model_name in models:
-        per_arm = {name: [] for name in arms}
+        runs = [(f"{label}, {c} steps a call" if c != 1 else label, c)
+                for c in calls]
+        per_arm = {key: {name: [] for name in arms} for key, _ in runs}
         for round_index in range(args.rounds):
-            for name in arms:
-                chosen = build or (real if name != "cli" else None)
-                per_arm[name].append(arm(name, chosen, model_name,
-                                         round_index))
-        results[label] = {
-            "step_ms": {k: [round(1e3 * v, 3) for v in values]
-                        for k, values in per_arm.items()},
-            "median_step_ms": {k: round(1e3 * float(np.median(v)), 3)
-                               for k, v in per_arm.items()},
-        }
-        median = results[label]["median_step_ms"]
-        for other in arms[1:]:
-            results[label][f"cli_over_{other}"] = round(
-                median["cli"] / median[other], 3)
+            for key, steps_per_call in runs:
+                for name in arms:
+                    chosen = build or (real if name != "cli" else None)
+                    per_arm[key][name].append(arm(
+                        name, chosen, model_name, round_index,
+                        steps_per_call))
+        for key, _ in runs:
+            results[key] = {
+                "step_ms": {k: [round(1e3 * v, 3) for v in values]
+                            for k, values in per_arm[key].items()},
+                "median_step_ms": {
+                    k: round(1e3 * float(np.median(v)), 3)
+                    for k, v in per_arm[key].items()},
+            }
+            median = results[key]["median_step_ms"]
+            for other in arms[1:]:
+                results[key][f"cli_over_{other}"] = round(
+                    median["cli"] / median[other], 3)
     print("RESULT " + json.dumps({
         "backend": keras.backend.backend(), "keras": keras.__version__,
         "jit_compile": jit, "images": n, "steps_per_epoch": steps,
         "batch_size": BATCH_SIZE, "epochs_per_run": args.epochs,
-        "rounds": args.rounds,
+        "rounds": args.rounds, "steps_per_execution": calls,
         "cli_bn_recalibration_batches": (
             DEFAULT_BATCHES if args.bn_recalibration_batches is None
             else args.bn_recalibration_batches),
@@ -274,6 +287,9 @@ def main(argv=None):
                              "is missing)")
     parser.add_argument("--bn_recalibration_batches", type=int, default=None,
                         help="the CLI arm's option (default: the loop's)")
+    parser.add_argument("--steps_per_execution", default="1",
+                        help="comma-separated: every arm once per value, "
+                             "in the same rounds")
     parser.add_argument("--out", default=os.path.join(
         ROOT, "benchmarks", "results", "host_overhead"))
     parser.add_argument("--quick", action="store_true")

@@ -31,6 +31,11 @@ def test_recipe_errors_name_the_value():
         train_config.resolve_config(schedule="step")
     with pytest.raises(ValueError, match="`time_budget_minutes` must be > 0"):
         train_config.resolve_config(time_budget_minutes=0)
+    with pytest.raises(ValueError, match="`steps_per_execution` must be an integer >= 1"):
+        train_config.resolve_config(steps_per_execution=0)
+    with pytest.raises(ValueError, match="not supported by Keras on the torch"):
+        train_config.check_steps_per_execution(8, backend="torch")
+    train_config.check_steps_per_execution(8, backend="jax")
     cifar = train_config.resolve_config(dataset="cifar10", epochs=15)
     assert (cifar.recipe, cifar.optimizer, cifar.schedule) == (
         "fast", "sgd", "one_cycle")

@@ -117,14 +117,19 @@ def test_recipe_benchmark_refuses_runs_on_other_data(tmp_path):
 def test_host_overhead_quick(tmp_path):
     report = host_overhead.main(["--quick", "--backends=tensorflow",
                                  "--bn_recalibration_batches=0",
+                                 "--steps_per_execution=1,2",
                                  f"--out={tmp_path}"])
     (backend,) = report["backends"]
     assert backend["cli_bn_recalibration_batches"] == 0
-    medians = backend["models"]["tiny"]["median_step_ms"]
-    assert set(medians) == set(host_overhead.ARMS)
-    assert all(v > 0 for v in medians.values())
-    assert "| tensorflow | tiny | 0 |" in (
-        tmp_path / "host_overhead.md").read_text()
+    assert backend["steps_per_execution"] == [1, 2]
+    assert set(backend["models"]) == {"tiny", "tiny, 2 steps a call"}
+    for result in backend["models"].values():
+        medians = result["median_step_ms"]
+        assert set(medians) == set(host_overhead.ARMS)
+        assert all(v > 0 for v in medians.values())
+    table = (tmp_path / "host_overhead.md").read_text()
+    assert "| tensorflow | tiny | 0 |" in table
+    assert "| tensorflow | tiny, 2 steps a call | 0 |" in table
 
 
 def test_host_overhead_worker_keeps_the_python_path(monkeypatch):

@@ -259,3 +259,36 @@ def test_a_run_killed_in_its_second_phase_resumes_there(tmp_path):
     (tmp_path / "backup_full").mkdir()
     (tmp_path / "backup_full" / "training_metadata.json").write_text("{}")
     assert run.phases_left(phases, str(tmp_path)) == (phases[1:], 2)
+
+
+def test_steps_per_execution_trains_the_same_steps(small_npz, tmp_path):
+    # 540 training images (a tenth of 600 validates) in batches of 64: 9
+    # steps an epoch, so 4 steps a call leaves a last call of 1.
+    class BatchEnds(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+
+    runs, calls = {}, {}
+    for steps in (1, 4):
+        calls[steps] = BatchEnds()
+        runs[steps] = run.train(dict(
+            dataset="npz", data=small_npz, model_config=TINY, epochs=2,
+            batch_size=64, warmup_epochs=0, steps_per_execution=steps,
+            verbose=0, out=str(tmp_path / f"spe{steps}")),
+            callbacks=[calls[steps]])
+    # Keras calls batch hooks once per compiled call.
+    assert calls[1].batches == list(range(9)) * 2
+    assert len(calls[4].batches) == 3 * 2
+    facts = json.loads((tmp_path / "spe4" / "config.json").read_text())["run"]
+    assert facts["steps_per_execution"] == 4
+    np.testing.assert_allclose(runs[4]["history"]["loss"],
+                               runs[1]["history"]["loss"], rtol=1e-4)
+    one, four = (keras.saving.load_model(tmp_path / f"spe{s}" / "last.keras")
+                 for s in (1, 4))
+    for a, b in zip(one.weights, four.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-5,
+                                   err_msg=a.path)

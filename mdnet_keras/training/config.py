@@ -115,6 +115,7 @@ class TrainConfig:
     mixed_precision: bool = False
     mixed_precision_dtype: str = "bfloat16"
     jit_compile: str = "auto"
+    steps_per_execution: int = 1
     strategy: str = "none"
     input_pipeline: str = "auto"
     workers: int = 1
@@ -213,6 +214,7 @@ def resolve_config(config=None, custom_model=False, **overrides):
             f"{config.jit_compile!r}"
         )
     config.jit_compile = str(config.jit_compile).lower()
+    check_steps_per_execution(config.steps_per_execution)
     if isinstance(config.model_config, str):
         try:
             config.model_config = json.loads(config.model_config or "{}")
@@ -246,6 +248,25 @@ def resolve_config(config=None, custom_model=False, **overrides):
     if config.out is None:
         config.out = run_folder.default_out_dir(config)
     return config
+
+
+def check_steps_per_execution(steps, backend=None):
+    """Raises a clear error for a `steps_per_execution` Keras cannot run.
+
+    Args:
+        steps: int, the training steps of one compiled call of `fit`.
+        backend: the Keras backend name (default: the current one).
+    """
+    import keras
+
+    if int(steps) != steps or steps < 1:
+        raise ValueError("`steps_per_execution` must be an integer >= 1. "
+                         f"Received: {steps!r}")
+    backend = backend or keras.backend.backend()
+    if steps > 1 and backend == "torch":
+        raise ValueError(
+            f"`steps_per_execution={steps}` is not supported by Keras on the "
+            "torch backend; use 1 there (or TensorFlow / JAX).")
 
 
 # Set by `train` itself; a --model_config may not repeat them.

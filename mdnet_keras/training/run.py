@@ -382,6 +382,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         "recipe": config.recipe,
         "ema_momentum": ema_momentum,
         "jit_compile": jit_compile,
+        "steps_per_execution": config.steps_per_execution,
         "input_pipeline": "tf_data" if input_callbacks else "py_dataset",
         "class_weight": class_weight,
     }
@@ -451,7 +452,8 @@ def _train(config, out, resumed, started, custom_builder=None,
                                                  model.trainable_variables)
                 optimizer = new_optimizer
                 recipe.compile_model(model, optimizer, dataset.num_classes,
-                                     config.label_smoothing, jit_compile)
+                                     config.label_smoothing, jit_compile,
+                                     config.steps_per_execution)
             if len(phases) > 1:
                 print(f"Phase '{phase_name}': epochs {phase_start + 1}-"
                       f"{phase_end}, backbone "
