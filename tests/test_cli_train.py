@@ -97,3 +97,18 @@ def test_bad_bn_recalibration_batches_is_refused_before_writing(tmp_path):
     assert done.returncode == 2
     assert "--bn_recalibration_batches must be a whole number" in done.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_steps_per_execution_is_refused_where_keras_cannot_run_it(tmp_path):
+    done = cli("train", "--steps_per_execution=0", f"--out={tmp_path / 'a'}")
+    assert done.returncode != 0
+    assert "--steps_per_execution=0: 0 is not a positive integer" in done.stderr
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="torch",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "mdnet_keras", "train", "--steps_per_execution=4",
+         f"--out={tmp_path / 'b'}"], capture_output=True, text=True, env=env,
+        timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "not supported by Keras on the torch backend" in done.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
