@@ -35,9 +35,9 @@ default otherwise), which runs inside the timed window since it is part of
 the epoch's end. `--steps_per_execution` (a list) runs every arm once per
 value in the same rounds (Keras' `compile(steps_per_execution=...)`, the
 CLI's `--steps_per_execution`): the steps one compiled call of `fit` runs,
-so `fit`'s own per-step host work is paid once per call. `--data` reads another copy of CIFAR-10 (say one carried
-to a GPU machine). Results: `<out>/host_overhead.json` and
-`.md`.
+so `fit`'s own per-step host work is paid once per call. `--data` reads
+another copy of CIFAR-10 (say one carried to a GPU machine). Results:
+`<out>/host_overhead.json` and `.md`.
 """
 
 import argparse
