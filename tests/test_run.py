@@ -287,6 +287,12 @@ def test_steps_per_execution_trains_the_same_steps(small_npz, tmp_path):
     assert facts["steps_per_execution"] == 4
     np.testing.assert_allclose(runs[4]["history"]["loss"],
                                runs[1]["history"]["loss"], rtol=1e-4)
+    # Validation and the test-split report run several steps a call too.
+    np.testing.assert_allclose(runs[4]["history"]["val_loss"],
+                               runs[1]["history"]["val_loss"], rtol=1e-4)
+    assert runs[4]["metrics"]["num_examples"] == 100
+    assert runs[4]["metrics"]["top1"] == pytest.approx(
+        runs[1]["metrics"]["top1"], abs=0.011)
     one, four = (keras.saving.load_model(tmp_path / f"spe{s}" / "last.keras")
                  for s in (1, 4))
     for a, b in zip(one.weights, four.weights):
