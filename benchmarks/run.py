@@ -298,3 +298,7 @@ def main(argv=None):
     run_suite(args.suite, models, args.out, args.deadline_minutes, args.fresh,
               command=command)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

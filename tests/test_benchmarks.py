@@ -4,6 +4,7 @@ suite end to end on one small model (JSON and Markdown structure)."""
 import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -139,6 +140,14 @@ def test_quick_suite_end_to_end(tmp_path):
                           budget_overrides=overrides, command="pytest")
     assert json.dumps(again["models"]) == before
     assert len(again["runs"]) == 2
+
+    # The script itself, as the README runs it, rewrites the report.
+    markdown = (tmp_path / "quick.md").read_text()
+    (tmp_path / "quick.md").unlink()
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"),
+                    "--suite=quick", "--report_only", f"--out={tmp_path}"],
+                   check=True, cwd=ROOT, timeout=300)
+    assert (tmp_path / "quick.md").read_text() == markdown
 
 
 def test_machine_line_names_the_gpus():
