@@ -4,6 +4,7 @@
         [--recipes=legacy,fast] [--epochs=resnet20:10,mdnet:6] \
         [--dataset=cifar10|cifar100] [--train_images=10000] \
         [--bn_recalibration_batches=0,20] [--batch_size=128] \
+        [--vary=learning_rate=0.05,0.2 --vary=label_smoothing=0.1] \
         [--data=copy.npz --data_label="CIFAR-10 (JPEG q95 copy)"] \
         [--include=earlier/cifar10.json] \
         [--out=benchmarks/results/recipe] [--quick]
@@ -13,7 +14,11 @@ Every (model, recipe) pair trains through the package's own training loop
 on the same class-balanced training subset, the same seed and batch size,
 validating on the test images after every epoch; with
 `--bn_recalibration_batches` a list, each pair once per value (the
-training loop's option; without it, the loop's default). MDNet variants are built
+training loop's option; without it, the loop's default). `--vary` sweeps
+one training option at a time around each recipe: each pair runs as the
+recipe has it, then once per listed value of each varied option with
+everything else unchanged (which recipe value backs which default is
+then read off one table). MDNet variants are built
 by the loop itself; baselines (`benchmarks/baselines.py`) are handed to it.
 Runs go one after another in the order given (each run folder in
 `<out>/tmp/` resumes after a kill); the JSON is rewritten after each, then
@@ -54,6 +59,9 @@ DATA = {
                  "CIFAR-100 (JPEG q75 copy)"),
 }
 DEFAULT_BATCH_SIZE = 128
+# Options a run's identity rests on, set by this script itself.
+NOT_VARIED = ("dataset", "data", "model", "recipe", "epochs", "seed", "out",
+              "validation_split", "verbose", "overwrite")
 
 
 def parse_epochs(spec, models):
@@ -65,6 +73,51 @@ def parse_epochs(spec, models):
     if missing:
         raise ValueError(f"--epochs gives no epochs for {missing}.")
     return {name: int(epochs[name]) for name in models}
+
+
+def parse_vary(specs):
+    """`["learning_rate=0.05,0.2", "flip=false"]` -> the one-option changes
+    `[{"learning_rate": 0.05}, {"learning_rate": 0.2}, {"flip": False}]`,
+    each value read as its `TrainConfig` field's type."""
+    import dataclasses
+
+    from mdnet_keras.training.config import TrainConfig
+
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    changes = []
+    for spec in specs:
+        key, _, values = spec.partition("=")
+        if key not in types or key in NOT_VARIED:
+            raise ValueError(
+                f"--vary={spec}: {key!r} is not a training option this "
+                "benchmark can vary; choose from "
+                f"{sorted(set(types) - set(NOT_VARIED))}.")
+        if not values:
+            raise ValueError(f"--vary={spec} lists no values: use "
+                             f"--vary={key}=V1,V2.")
+        for text in values.split(","):
+            changes.append({key: parse_value(key, text, types[key])})
+    return changes
+
+
+def parse_value(key, text, kind):
+    """`text` as a value of the `TrainConfig` field `key` of type `kind`."""
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"--vary: {key} takes true or false, not {text!r}.")
+        return text.lower() == "true"
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"--vary: {key} takes a number ({kind.__name__}), "
+                             f"not {text!r}.") from None
+    return text
+
+
+def describe_change(change):
+    """`{"learning_rate": 0.2}` -> `"learning_rate=0.2"`; `{}` -> `"-"`."""
+    return ", ".join(f"{k}={v}" for k, v in change.items()) or "-"
 
 
 def make_subset(dataset, train_images, test_images, path, source=None,
@@ -95,8 +148,9 @@ def make_subset(dataset, train_images, test_images, path, source=None,
 
 
 def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
-              bn_batches=None, batch_size=DEFAULT_BATCH_SIZE):
-    """Trains one pair through `run.train`; returns its summary."""
+              bn_batches=None, batch_size=DEFAULT_BATCH_SIZE, change=None):
+    """Trains one pair through `run.train`, with the training options of
+    `change` (a dict) on top of the recipe; returns its summary."""
     from benchmarks import baselines
     from mdnet_keras.models import MDNET_VARIANTS
     from mdnet_keras.training import evaluation
@@ -113,6 +167,7 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
                   validation_split=0, seed=seed, out=out, verbose=2)
     if bn_batches is not None:
         config["bn_recalibration_batches"] = bn_batches
+    config.update(change or {})
     started = time.time()
     if run_folder.run_state(out) == "finished":
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
@@ -125,7 +180,7 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
         resolved = json.load(f)
     return {
         "model": model, "recipe": recipe_name, "epochs": epochs,
-        "seed": seed, "dataset": dataset,
+        "seed": seed, "dataset": dataset, "change": dict(change or {}),
         "config": {k: resolved["config"][k] for k in (
             "optimizer", "learning_rate", "weight_decay", "momentum",
             "schedule", "warmup_epochs", "label_smoothing", "ema_momentum",
@@ -173,14 +228,16 @@ def all_runs(results):
 def write_markdown(results, path):
     from benchmarks.suite_results import describe_machine
 
-    rows = ["| model | recipe | BN re-estimation batches | epochs "
+    rows = ["| model | recipe | change | BN re-estimation batches | epochs "
             "| test top-1 per epoch | final top-1 | final top-5 | train s "
             "| measured by |",
-            "|---|---|---:|---:|---|---:|---:|---:|---|"]
+            "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r, source in all_runs(results):
         curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
         bn = r["config"].get("bn_recalibration_batches")
-        rows.append(f"| {r['model']} | {r['recipe']} | {bn} | {r['epochs']} | "
+        rows.append(f"| {r['model']} | {r['recipe']} | "
+                    f"{describe_change(r.get('change', {}))} | {bn} | "
+                    f"{r['epochs']} | "
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
                     f"{r['train_seconds']} | "
@@ -222,6 +279,8 @@ def plot(results, path):
         ax.plot(np.arange(1, len(curve) + 1), curve, marker="o",
                 linestyle="-" if source is None else "--",
                 label=f"{r['model']} / {r['recipe']}"
+                + (f" / {describe_change(r['change'])}" if r.get("change")
+                   else "")
                 + (f" / BN {r['config'].get('bn_recalibration_batches')}"
                    if results["bn_recalibration_batches"] != [None]
                    else "")
@@ -256,6 +315,11 @@ def main(argv=None):
     parser.add_argument("--bn_recalibration_batches", default="",
                         help="comma-separated values of the training option "
                              "to run each pair with (default: the loop's)")
+    parser.add_argument("--vary", action="append", default=[],
+                        metavar="OPTION=V1,V2",
+                        help="besides each recipe as it is, one run per "
+                             "value of this training option, all else "
+                             "unchanged (repeatable)")
     parser.add_argument("--include", default="",
                         help="comma-separated JSON files of earlier calls "
                              "on the same data, whose runs are tabulated and "
@@ -272,6 +336,7 @@ def main(argv=None):
     epochs = parse_epochs(args.epochs, models)
     bn_values = ([int(v) for v in args.bn_recalibration_batches.split(",")]
                  if args.bn_recalibration_batches else [None])
+    changes = [{}] + parse_vary(args.vary)
     from benchmarks.suite_results import machine_info
 
     tmp = os.path.join(args.out, "tmp", args.dataset)
@@ -293,18 +358,21 @@ def main(argv=None):
             raise ValueError("--models= is empty and --include names no "
                              "runs: there is nothing to tabulate.")
         write_outputs(results, args.out, args.dataset)
-    for model, recipe_name, bn in [
-            (m, r, b) for m in models for r in args.recipes.split(",")
-            for b in bn_values]:
+    for model, recipe_name, bn, change in [
+            (m, r, b, c) for m in models for r in args.recipes.split(",")
+            for b in bn_values for c in changes]:
         out = os.path.join(tmp, f"{model}-{recipe_name}-e{epochs[model]}"
                                 f"-n{args.train_images}-s{args.seed}"
-                                + ("" if bn is None else f"-bn{bn}"))
+                                + ("" if bn is None else f"-bn{bn}")
+                                + "".join(f"-{k}{v}" for k, v in change.items()))
         print(f"== {model} / {recipe_name}"
               + ("" if bn is None else f" / {bn} BN batches")
+              + ("" if not change else f" / {describe_change(change)}")
               + f": {epochs[model]} epochs", flush=True)
         results["runs"].append(train_one(model, recipe_name, epochs[model],
                                          subset, args.dataset, out,
-                                         args.seed, bn, args.batch_size))
+                                         args.seed, bn, args.batch_size,
+                                         change))
         write_outputs(results, args.out, args.dataset)
     return results
 

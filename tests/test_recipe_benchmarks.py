@@ -41,7 +41,7 @@ def test_recipe_benchmark_quick(tmp_path):
     assert fast["config"]["bn_recalibration_batches"] == DEFAULT_BATCHES
     saved = json.loads((tmp_path / "cifar10.json").read_text())
     assert saved["runs"] == json.loads(json.dumps(results["runs"]))
-    assert f"| resnet20 | fast | {DEFAULT_BATCHES} | 6 |" in (
+    assert f"| resnet20 | fast | - | {DEFAULT_BATCHES} | 6 |" in (
         tmp_path / "cifar10.md").read_text()
     assert (tmp_path / "cifar10.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -56,7 +56,7 @@ def test_recipe_benchmark_quick(tmp_path):
     assert [r["recipe"] for r in again["included"][0]["runs"]] == [
         "legacy", "fast"]
     table = (tmp_path / "cifar10.md").read_text()
-    assert f"| resnet20 | fast | {DEFAULT_BATCHES} | 6 |" in table
+    assert f"| resnet20 | fast | - | {DEFAULT_BATCHES} | 6 |" in table
     assert table.count("| [1] |") == 2 and table.count("| this call |") == 1
     assert "[1] `python benchmarks/recipe.py --quick" in table
 
@@ -89,6 +89,52 @@ def test_recipe_benchmark_tabulates_runs_of_separate_calls(tmp_path):
     assert "Batch 64," in table
     assert (tmp_path / "merged" / "cifar10.png").exists()
     assert not (tmp_path / "merged" / "tmp").exists()  # no subset written
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_varies_one_option_at_a_time(tmp_path):
+    results = recipe_benchmark.main([
+        "--models=resnet20", "--recipes=fast", "--epochs=1",
+        "--train_images=256", "--test_images=64", "--batch_size=64",
+        "--vary=label_smoothing=0.05", "--vary=crop_padding=2",
+        f"--out={tmp_path}"])
+    as_is, smoothing, padding = results["runs"]
+    assert [r["change"] for r in results["runs"]] == [
+        {}, {"label_smoothing": 0.05}, {"crop_padding": 2}]
+    assert as_is["config"]["label_smoothing"] == 0.2
+    assert as_is["config"]["crop_padding"] is None
+    assert smoothing["config"]["label_smoothing"] == 0.05
+    assert smoothing["config"]["crop_padding"] is None
+    assert padding["config"]["crop_padding"] == 2
+    assert padding["config"]["label_smoothing"] == 0.2
+    # Each run trained in its own folder.
+    assert len(list((tmp_path / "tmp" / "cifar10").glob("resnet20-fast-*"))) == 3
+    table = (tmp_path / "cifar10.md").read_text()
+    for change in ("-", "label_smoothing=0.05", "crop_padding=2"):
+        assert f"| resnet20 | fast | {change} | {DEFAULT_BATCHES} | 1 |" in table
+
+
+def test_vary_reads_values_by_option_type():
+    assert recipe_benchmark.parse_vary(
+        ["learning_rate=0.05,0.2", "crop_padding=2", "flip=false",
+         "schedule=cosine"]) == [
+        {"learning_rate": 0.05}, {"learning_rate": 0.2}, {"crop_padding": 2},
+        {"flip": False}, {"schedule": "cosine"}]
+    assert recipe_benchmark.describe_change({"learning_rate": 0.2}) == (
+        "learning_rate=0.2")
+    assert recipe_benchmark.describe_change({}) == "-"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("learning_rat=0.1", "'learning_rat' is not a training option"),
+    ("epochs=3", "'epochs' is not a training option"),
+    ("learning_rate=", "lists no values"),
+    ("crop_padding=two", "crop_padding takes a number \\(int\\), not 'two'"),
+    ("flip=yes", "flip takes true or false, not 'yes'"),
+])
+def test_vary_refuses_bad_options(spec, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_benchmark.parse_vary([spec])
 
 
 def test_recipe_benchmark_needs_a_label_for_other_data(tmp_path):
