@@ -1,25 +1,27 @@
 """Data sets and the input pipeline of mdnet_keras.
 
-`datasets`, `folders` and `images` need only NumPy and Pillow; `pipeline`
+`datasets` (with `cifar` and `image_dataset` behind it), `folders` and
+`images` need only NumPy and Pillow; `pipeline`
 (imported on first use of `ImageBatches` or `pipeline_throughput`) needs
 Keras, under any backend; `tf_input` (`as_tf_dataset`, `ServeEpoch`) needs
 TensorFlow.
 """
 
-from mdnet_keras.data.datasets import (
-    DATASET_NAMES,
-    RESIZE_METHOD,
-    BadImageError,
+from mdnet_keras.data.datasets import DATASET_NAMES, load_dataset
+from mdnet_keras.data.image_dataset import (
     DatasetNotFoundError,
     ImageDataset,
-    load_dataset,
-    load_image,
     make_dataset,
+)
+from mdnet_keras.data.images import (
+    RESIZE_METHOD,
+    BadImageError,
+    ImageFiles,
+    load_image,
     resize_images,
     to_channels,
 )
 from mdnet_keras.data.folders import STREAMING_MODES, stratified_split, take
-from mdnet_keras.data.images import ImageFiles
 
 
 def __getattr__(name):
