@@ -10,7 +10,7 @@ trained model, `--init_from`), then from that float model
   `quantization.DEFAULT_LEARNING_RATE` to 0, no warm-up, no EMA, the same
   weight decay and label smoothing).
 Both train on epochs 0 to N - 1 of the loop's seeded batches
-(`run.make_batches`): the same images in the same order with the same
+(`mdnet_keras.training.inputs.make_batches`): the same images in the same order with the same
 augmentation. Then convert the float model by post-training quantization and
 the QAT model through the same export path (same calibration images), and
 evaluate float, the control, PTQ int8 and QAT int8 on the same test images
@@ -153,17 +153,17 @@ def timed_fine_tune(config, float_path, out):
     """`quantization.fine_tune` of the float model on the loop's own batches.
 
     What `train --qat_epochs` runs after the float epochs, on the batches of
-    epochs 0 to N - 1 of `run.make_batches` (the ones the control trains
+    epochs 0 to N - 1 of `inputs.make_batches` (the ones the control trains
     on). Writes `<out>/last.keras`.
     """
     import keras
 
     from mdnet_keras import quantization
     from mdnet_keras.export import load_keras_model
-    from mdnet_keras.training import run
+    from mdnet_keras.training import inputs
 
     config = resolve(config)
-    train_data, val_data, _, _ = run.make_batches(config, run.load_data(config), 1)
+    train_data, val_data, _, _ = inputs.make_batches(config, inputs.load_data(config), 1)
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     model, _ = quantization.fine_tune(
@@ -181,7 +181,7 @@ def measure(budget, qat_epochs, work, init_from=None):
     from mdnet_keras.export import convert_model
     from mdnet_keras.export import load_keras_model
     from mdnet_keras.export import paired_gate
-    from mdnet_keras.training import run
+    from mdnet_keras.training import inputs
 
     train = dict(budget["train"])
     build, load = builders(train["model"])
@@ -198,7 +198,7 @@ def measure(budget, qat_epochs, work, init_from=None):
     seconds["control"] = timed_train(
         dict(train, **control_overrides(qat_epochs), init_from=init_from,
              out=os.path.join(work, "control")), load and load(init_from))
-    dataset = run.load_data(resolve(dict(train, out=work)))
+    dataset = inputs.load_data(resolve(dict(train, out=work)))
     x_test = np.asarray(dataset.x_test, "float32")
     y_test = np.asarray(dataset.y_test).reshape(-1)
     float_model = load_keras_model(init_from)

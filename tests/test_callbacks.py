@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mdnet_keras.training import callbacks as run_callbacks
+from mdnet_keras.training import inputs
 from mdnet_keras.training import run
 from training_util import TINY
 from training_util import read_rows
@@ -58,7 +59,7 @@ def test_ema_weights_are_validated_and_saved(small_npz, monkeypatch,
     from mdnet_keras.data import load_dataset
 
     dataset = load_dataset("npz", data=small_npz)
-    _, _, x_val, y_val, _ = run.selection_split(dataset, 0.1, 0)
+    _, _, x_val, y_val, _ = inputs.selection_split(dataset, 0.1, 0)
     probs = keras.saving.load_model(out / "last.keras").predict(
         x_val.astype("float32"), verbose=0)
     assert result["history"]["val_top1"][-1] == pytest.approx(

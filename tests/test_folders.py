@@ -134,13 +134,14 @@ def test_training_streams_a_folder_over_the_memory_budget(tmp_path,
                                                        monkeypatch):
     """`train` as it stands, fed `ImageFiles` because the budget is tiny."""
     from mdnet_keras.data import folders
+    from mdnet_keras.training import inputs
     from mdnet_keras.training import run
 
     write_folder(tmp_path / "data", per_class=8, size=(40, 36), classes="ab")
     monkeypatch.setattr(folders, "default_memory_budget", lambda: 1)
     seen = []
-    load = run.load_data
-    monkeypatch.setattr(run, "load_data",
+    load = inputs.load_data
+    monkeypatch.setattr(inputs, "load_data",
                         lambda config: seen.append(load(config)) or seen[-1])
     tiny = {"stem_channels": 8, "stage_channels": [8, 8, 16, 16],
             "stage_depths": [1, 1, 1, 1], "num_heads": [0, 0, 1, 1],
@@ -246,13 +247,14 @@ def test_validation_images_of_another_size_are_refused(tmp_path):
 
 def test_training_selects_on_val_and_only_reports_test(tmp_path):
     from mdnet_keras.training import TrainConfig
+    from mdnet_keras.training import inputs
     from mdnet_keras.training import run
 
     write_sample_splits(tmp_path / "data", {"train": 8, "test": 2, "val": 3})
     ds = load_dataset("folder", tmp_path / "data")
     config = TrainConfig(dataset="folder", data=str(tmp_path / "data"),
                          batch_size=8, validation_split=0.25)
-    train_data, val_data, test_data, source = run.make_batches(config, ds, 1)
+    train_data, val_data, test_data, source = inputs.make_batches(config, ds, 1)
     np.testing.assert_array_equal(val_data.x, ds.x_val)
     np.testing.assert_array_equal(test_data.x, ds.x_test)
     assert len(train_data.x) == 24 and source == (

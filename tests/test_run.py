@@ -13,6 +13,7 @@ import pytest
 
 from mdnet_keras.data import load_dataset
 from mdnet_keras.training import callbacks as run_callbacks
+from mdnet_keras.training import inputs
 from mdnet_keras.training import recipe
 from mdnet_keras.training import run
 from mdnet_keras.training import run_folder
@@ -140,7 +141,7 @@ def test_resume_after_sigkill_mid_epoch(resumed_runs, small_npz):
     assert best_after >= best_before
     # best.keras is the model that scored best_after on the validation split.
     dataset = load_dataset("npz", data=small_npz)
-    _, _, x_val, y_val, _ = run.selection_split(dataset, 0.1, 0)
+    _, _, x_val, y_val, _ = inputs.selection_split(dataset, 0.1, 0)
     best = keras.saving.load_model(resumed_runs["killed"] / "best.keras")
     probs = best.predict(x_val.astype("float32"), verbose=0)
     assert float(np.mean(np.argmax(probs, -1) == y_val)) == pytest.approx(
@@ -220,23 +221,6 @@ def test_trains_under_jax_without_tensorflow(small_npz, tmp_path):
     assert facts["jit_compile"] is True
     assert read_rows(out)["epoch"] == [0]
     assert (out / "best.keras").exists() and (out / "metrics.json").exists()
-
-
-def test_selection_never_sees_the_test_split(small_npz):
-    from mdnet_keras.data import load_dataset
-
-    dataset = load_dataset("npz", data=small_npz)
-    x_fit, y_fit, x_val, y_val, source = run.selection_split(dataset, 0.1, 0)
-    assert "training images" in source
-    assert len(x_val) == 60 and len(x_fit) == 540
-    assert np.bincount(y_val).tolist() == [6] * 10
-    test_images = {image.tobytes() for image in dataset.x_test}
-    train_images = {image.tobytes() for image in dataset.x_train}
-    assert not any(image.tobytes() in test_images for image in x_val)
-    assert all(image.tobytes() in train_images for image in x_val)
-    assert not ({i.tobytes() for i in x_val} & {i.tobytes() for i in x_fit})
-    *_, source = run.selection_split(dataset, 0, 0)
-    assert source == "test split"
 
 
 def test_metrics_report_best_and_last_epoch_on_test(finished_run):

@@ -10,6 +10,7 @@ import pytest
 from mdnet_keras.data import ImageBatches
 from mdnet_keras.data import ImageFiles
 from mdnet_keras.data import tf_input
+from mdnet_keras.training import inputs
 from mdnet_keras.training import run
 from mdnet_keras.training.config import resolve_config
 from training_util import TINY
@@ -110,16 +111,16 @@ def test_auto_falls_back_and_tf_data_says_why_it_does_not_apply(tmp_path):
     x, y = images((8, 32, 32, 3))
     plain, mixed = ImageBatches(x, y, 5), ImageBatches(x, y, 5, mixup_alpha=0.2)
 
-    def inputs(batches, **fields):
+    def fit_inputs_for(batches, **fields):
         config = resolve_config(dict(dataset="sample", out=str(tmp_path), **fields))
-        return run.fit_inputs(config, batches, plain)
+        return inputs.fit_inputs(config, batches, plain)
 
-    assert inputs(mixed)[0] is mixed and inputs(mixed)[2] == []
-    assert inputs(plain, input_pipeline="py_dataset")[0] is plain
-    assert isinstance(inputs(plain)[2][0], tf_input.ServeEpoch)
+    assert fit_inputs_for(mixed)[0] is mixed and fit_inputs_for(mixed)[2] == []
+    assert fit_inputs_for(plain, input_pipeline="py_dataset")[0] is plain
+    assert isinstance(fit_inputs_for(plain)[2][0], tf_input.ServeEpoch)
     with pytest.raises(ValueError, match="tf_data does not apply: MixUp"):
-        inputs(mixed, input_pipeline="tf_data")
+        fit_inputs_for(mixed, input_pipeline="tf_data")
     with pytest.raises(ValueError, match="multi-worker runs read the PyDataset"):
-        inputs(plain, input_pipeline="tf_data", strategy="multi_worker")
+        fit_inputs_for(plain, input_pipeline="tf_data", strategy="multi_worker")
     with pytest.raises(ValueError, match="Unknown input_pipeline 'grain'"):
         resolve_config(dict(dataset="sample", input_pipeline="grain"))

@@ -49,13 +49,11 @@ raise `WorkerLostError`, and re-running every worker resumes.
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import time
 
 import keras
-import numpy as np
 
 from mdnet_keras.training import batchnorm
 from mdnet_keras.training import evaluation
@@ -63,9 +61,8 @@ from mdnet_keras.training import recipe
 from mdnet_keras.training import callbacks as run_callbacks
 from mdnet_keras.training import config as config_lib
 from mdnet_keras.training import distribution
+from mdnet_keras.training import inputs
 from mdnet_keras.training import run_folder
-
-logger = logging.getLogger(__name__)
 
 
 HEAD_LAYERS = ("predictions",)
@@ -100,79 +97,6 @@ def build_model(config, dataset):
     )
 
 
-def load_data(config):
-    from mdnet_keras.data import load_dataset
-
-    dataset = load_dataset(
-        config.dataset,
-        data=config.data,
-        image_size=config.image_size,
-        channels=config.channels,
-        data_dir=config.data_dir,
-        download=config.download,
-        validation_split=config.validation_split,
-        seed=config.seed,
-        skip_bad_files=config.skip_bad_files,
-        streaming=config.streaming,
-        max_memory_bytes=(None if config.max_memory_mb is None
-                          else int(config.max_memory_mb * 2**20)),
-    )
-    if dataset.streamed:
-        print(f"{dataset.name}: streamed from disk (decoded in the input "
-              "workers), as its decoded images exceed the memory budget "
-              "(--streaming, --max_memory_mb).")
-    if dataset.skipped_files:
-        print(f"Skipped {len(dataset.skipped_files)} unreadable image files.")
-    return dataset
-
-
-def selection_split(dataset, validation_split, seed):
-    """The images that train and the images that select the best epoch.
-
-    The data set's own validation split (a folder's `val/` beside `test/`)
-    validates where it has one. Else a stratified `validation_split` share
-    of each class of the training images is held out for per-epoch
-    validation, which picks `best.keras`;
-    the test split stays out of training and selection, for the final
-    report only. With `validation_split=0` the test split validates (and so
-    selects), and the run says so.
-
-    Returns:
-        (x_fit, y_fit, x_val, y_val, source): `source` names where the
-        validation images come from.
-
-    Raises:
-        ValueError: a class with too few training images to hold any out.
-    """
-    from mdnet_keras.data import stratified_split
-    from mdnet_keras.data import take
-
-    if dataset.x_val is not None:
-        if validation_split:
-            logger.info("The data set has its own validation split; "
-                        "--validation_split=%s is not used.",
-                        validation_split)
-        return (dataset.x_train, dataset.y_train, dataset.x_val,
-                dataset.y_val, "the data set's own validation split")
-    if not validation_split:
-        logger.warning("--validation_split=0: the test split validates and "
-                       "selects best.keras, so its test figure is not an "
-                       "unseen-data estimate.")
-        return (dataset.x_train, dataset.y_train, dataset.x_test,
-                dataset.y_test, "test split")
-    fit, val = stratified_split(dataset.y_train, validation_split, seed)
-    missing = sorted(set(np.unique(dataset.y_train))
-                     - set(np.unique(dataset.y_train[fit])))
-    if missing:
-        names = [dataset.class_names[c] for c in missing]
-        raise ValueError(
-            f"--validation_split={validation_split} leaves no training image "
-            f"of class(es) {names}: add images or lower --validation_split.")
-    return (take(dataset.x_train, fit), dataset.y_train[fit],
-            take(dataset.x_train, val), dataset.y_train[val],
-            f"{validation_split:g} of each class of the training images")
-
-
 def phases_left(phases, out):
     """The phases a (resumed) run still has to train, and where they start.
 
@@ -193,78 +117,6 @@ def phases_left(phases, out):
         if os.path.exists(backup):
             return phases[index:], phases[index - 1][1]
     return phases, 0
-
-
-def make_batches(config, dataset, num_replicas, jit_compile=False):
-    """Training, validation and test `ImageBatches`.
-
-    Validation uses `selection_split`'s held-out training images. Compiled
-    (XLA) and multi-replica training drops the last incomplete batch of each
-    (reshuffled) epoch: one batch shape, one compilation.
-
-    Returns:
-        (train_data, val_data, test_data, validation_source).
-    """
-    from mdnet_keras.data import ImageBatches
-
-    x_fit, y_fit, x_val, y_val, source = selection_split(
-        dataset, config.validation_split, config.seed)
-    # Keras prefetches only with 2 or more workers: a streamed folder's
-    # decoding would otherwise add to every step.
-    workers = (max(config.workers, 2) if dataset.streamed
-               else config.workers)
-    common = dict(num_classes=dataset.num_classes,
-                  batch_size=config.batch_size, seed=config.seed,
-                  workers=workers)
-    train_data = ImageBatches(
-        x_fit, y_fit, shuffle=True, augment=True,
-        crop_padding=config.crop_padding, flip=config.flip,
-        randaugment=config.randaugment, mixup_alpha=config.mixup_alpha,
-        cutmix_alpha=config.cutmix_alpha,
-        drop_remainder=((num_replicas > 1 or jit_compile)
-                        and len(x_fit) >= config.batch_size),
-        **common)
-    val_data = ImageBatches(x_val, y_val, shuffle=False, augment=False,
-                            **common)
-    test_data = ImageBatches(dataset.x_test, dataset.y_test, shuffle=False,
-                             augment=False, **common)
-    return train_data, val_data, test_data, source
-
-
-def fit_inputs(config, train_data, val_data):
-    """What `fit` reads, and the callback that goes with it.
-
-    On TensorFlow, `tf.data` pipelines of the same batches (`tf_input`;
-    Python then makes one plan per epoch instead of every batch), unless
-    `config.input_pipeline` is "py_dataset", the batches need NumPy
-    (streamed files, RandAugment, MixUp, CutMix), the images are too large
-    for TensorFlow's copy, or the run is multi-worker (whose sharding of a
-    `tf.data` input differs); else the `ImageBatches`.
-
-    Returns:
-        `(train_input, val_input, callbacks)`.
-
-    Raises:
-        ValueError: `input_pipeline="tf_data"` where it does not apply.
-    """
-    choice = config.input_pipeline
-    reason = None
-    if keras.backend.backend() != "tensorflow":
-        reason = f"it needs the TensorFlow backend (this is {keras.backend.backend()})"
-    elif config.strategy == "multi_worker":
-        reason = "multi-worker runs read the PyDataset"
-    else:
-        from mdnet_keras.data import tf_input
-
-        reason = (tf_input.unsupported_reason(train_data)
-                  or tf_input.unsupported_reason(val_data))
-    if choice == "tf_data" and reason:
-        raise ValueError(f"--input_pipeline=tf_data does not apply: {reason}. "
-                         "Use --input_pipeline=auto or py_dataset.")
-    if choice == "py_dataset" or reason:
-        return train_data, val_data, []
-    return (tf_input.as_tf_dataset(train_data), tf_input.as_tf_dataset(val_data),
-            [tf_input.ServeEpoch(train_data)])
 
 
 def train(config=None, build_model=None, callbacks=None, **overrides):
@@ -337,28 +189,16 @@ def _train(config, out, resumed, started, custom_builder=None,
             f"multiple of the {num_replicas} replicas."
         )
 
-    dataset = load_data(config)
+    dataset = inputs.load_data(config)
     jit_compile = resolve_jit_compile(config.jit_compile)
-    train_data, val_data, test_data, validation_source = make_batches(
-        config, dataset, num_replicas,
-                                        jit_compile)
-    train_input, val_input, input_callbacks = fit_inputs(config, train_data, val_data)
+    train_data, val_data, test_data, validation_source = inputs.make_batches(
+        config, dataset, num_replicas, jit_compile)
+    train_input, val_input, input_callbacks = inputs.fit_inputs(
+        config, train_data, val_data)
     steps_per_epoch = len(train_data)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    peak_lr = (recipe.scaled_learning_rate(config.learning_rate,
-                                           config.batch_size)
-               if config.scale_learning_rate else config.learning_rate)
-    # Checked before anything is written: a bad schedule or EMA fails here.
-    # With --epochs=0 (QAT of --init_from only) there is no float schedule.
-    if config.epochs:
-        recipe.learning_rate_schedule(peak_lr, total_steps, warmup_steps,
-                                      config.min_lr_ratio, config.schedule)
-    ema_momentum = (config.ema_momentum if config.ema_momentum is not None
-                    else recipe.ema_momentum_for(
-                        recipe.get_recipe(config.recipe).ema_fraction,
-                        total_steps))
-    recipe.check_ema(ema_momentum, total_steps)
+    peak_lr, ema_momentum = checked_schedule(config, total_steps, warmup_steps)
     class_weight = recipe.class_weights(dataset.y_train, dataset.num_classes,
                                         config.class_weight)
     facts = {
@@ -436,24 +276,10 @@ def _train(config, out, resumed, started, custom_builder=None,
         for phase_name, phase_end, trainable in phases:
             with make_scope():
                 set_backbone_trainable(model, trainable)
-                schedule = recipe.learning_rate_schedule(
-                    peak_lr, total_steps, warmup_steps, config.min_lr_ratio,
-                    config.schedule)
-                new_optimizer = recipe.make_optimizer(
-                    model, schedule, config.weight_decay, config.clipnorm,
-                    optimizer=config.optimizer, momentum=config.momentum,
-                    ema_momentum=ema_momentum)
-                new_optimizer.build(model.trainable_variables)
-                if optimizer is not None:
-                    new_optimizer.iterations.assign(
-                        int(keras.ops.convert_to_numpy(optimizer.iterations)))
-                    if ema_momentum:
-                        run_callbacks.start_average_at_weights(new_optimizer,
-                                                 model.trainable_variables)
-                optimizer = new_optimizer
-                recipe.compile_model(model, optimizer, dataset.num_classes,
-                                     config.label_smoothing, jit_compile,
-                                     config.steps_per_execution)
+                optimizer = compile_phase(
+                    model, config, optimizer, peak_lr, total_steps,
+                    warmup_steps, ema_momentum, dataset.num_classes,
+                    jit_compile)
             if len(phases) > 1:
                 print(f"Phase '{phase_name}': epochs {phase_start + 1}-"
                       f"{phase_end}, backbone "
@@ -525,6 +351,64 @@ def _train(config, out, resumed, started, custom_builder=None,
     return {"out": out, "metrics": metrics, "resumed": resumed,
             "history": evaluation.read_history(
                 os.path.join(out, "history.csv"))}
+
+
+def checked_schedule(config, total_steps, warmup_steps):
+    """The run's peak learning rate and EMA momentum, checked before
+    anything is written (a bad schedule or EMA fails here).
+
+    Returns:
+        `(peak_lr, ema_momentum)`: the learning rate scaled to the global
+        batch (unless `scale_learning_rate` is off) and the momentum of the
+        weights' average (the recipe's span when `ema_momentum` is None; 0
+        for none).
+    """
+    peak_lr = (recipe.scaled_learning_rate(config.learning_rate,
+                                           config.batch_size)
+               if config.scale_learning_rate else config.learning_rate)
+    # With --epochs=0 (QAT of --init_from only) there is no float schedule.
+    if config.epochs:
+        recipe.learning_rate_schedule(peak_lr, total_steps, warmup_steps,
+                                      config.min_lr_ratio, config.schedule)
+    ema_momentum = (config.ema_momentum if config.ema_momentum is not None
+                    else recipe.ema_momentum_for(
+                        recipe.get_recipe(config.recipe).ema_fraction,
+                        total_steps))
+    recipe.check_ema(ema_momentum, total_steps)
+    return peak_lr, ema_momentum
+
+
+def compile_phase(model, config, previous, peak_lr, total_steps, warmup_steps,
+                  ema_momentum, num_classes, jit_compile):
+    """Compiles `model` for a training phase with a new optimizer (the
+    trainable weights changed) that carries on the run's one schedule.
+
+    Args:
+        previous: the previous phase's optimizer, or None: the new one
+            continues from its step count, and its weight average from
+            the weights as they are.
+
+    Returns:
+        The new optimizer.
+    """
+    schedule = recipe.learning_rate_schedule(
+        peak_lr, total_steps, warmup_steps, config.min_lr_ratio,
+        config.schedule)
+    optimizer = recipe.make_optimizer(
+        model, schedule, config.weight_decay, config.clipnorm,
+        optimizer=config.optimizer, momentum=config.momentum,
+        ema_momentum=ema_momentum)
+    optimizer.build(model.trainable_variables)
+    if previous is not None:
+        optimizer.iterations.assign(
+            int(keras.ops.convert_to_numpy(previous.iterations)))
+        if ema_momentum:
+            run_callbacks.start_average_at_weights(optimizer,
+                                                   model.trainable_variables)
+    recipe.compile_model(model, optimizer, num_classes,
+                         config.label_smoothing, jit_compile,
+                         config.steps_per_execution)
+    return optimizer
 
 
 def save_shipping_weights(model, path):
