@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_data(config):
+    """The data set a `TrainConfig` names, loaded (and resized, or
+    streamed) as it says; says so when files were skipped or streamed."""
     from mdnet_keras.data import load_dataset
 
     dataset = load_dataset(
