@@ -5,6 +5,7 @@
         [--dataset=cifar10|cifar100] [--train_images=10000] \
         [--bn_recalibration_batches=0,20] [--batch_size=128] \
         [--vary=learning_rate=0.05,0.2 --vary=label_smoothing=0.1] \
+        [--only_varied] \
         [--data=copy.npz --data_label="CIFAR-10 (JPEG q95 copy)"] \
         [--include=earlier/cifar10.json] \
         [--out=benchmarks/results/recipe] [--quick]
@@ -18,7 +19,9 @@ training loop's option; without it, the loop's default). `--vary` sweeps
 one training option at a time around each recipe: each pair runs as the
 recipe has it, then once per listed value of each varied option with
 everything else unchanged (which recipe value backs which default is
-then read off one table). MDNet variants are built
+then read off one table); `--only_varied` skips the recipe as it is, for
+a budget where that run was measured by an earlier call (`--include` it).
+MDNet variants are built
 by the loop itself; baselines (`benchmarks/baselines.py`) are handed to it.
 Runs go one after another in the order given (each run folder in
 `<out>/tmp/` resumes after a kill); the JSON is rewritten after each, then
@@ -320,6 +323,10 @@ def main(argv=None):
                         help="besides each recipe as it is, one run per "
                              "value of this training option, all else "
                              "unchanged (repeatable)")
+    parser.add_argument("--only_varied", action="store_true",
+                        help="run the --vary changes only, not each recipe "
+                             "as it is (measured by an earlier call: "
+                             "--include it)")
     parser.add_argument("--include", default="",
                         help="comma-separated JSON files of earlier calls "
                              "on the same data, whose runs are tabulated and "
@@ -336,7 +343,12 @@ def main(argv=None):
     epochs = parse_epochs(args.epochs, models)
     bn_values = ([int(v) for v in args.bn_recalibration_batches.split(",")]
                  if args.bn_recalibration_batches else [None])
-    changes = [{}] + parse_vary(args.vary)
+    changes = parse_vary(args.vary)
+    if args.only_varied and not changes:
+        raise ValueError("--only_varied needs at least one --vary: without "
+                         "one there is nothing to run.")
+    if not args.only_varied:
+        changes = [{}] + changes
     from benchmarks.suite_results import machine_info
 
     tmp = os.path.join(args.out, "tmp", args.dataset)

@@ -114,6 +114,23 @@ def test_recipe_benchmark_varies_one_option_at_a_time(tmp_path):
         assert f"| resnet20 | fast | {change} | {DEFAULT_BATCHES} | 1 |" in table
 
 
+@pytest.mark.slow
+def test_recipe_benchmark_runs_only_the_varied_options(tmp_path):
+    results = recipe_benchmark.main([
+        "--models=resnet20", "--recipes=fast", "--epochs=1",
+        "--train_images=256", "--test_images=64", "--batch_size=64",
+        "--vary=learning_rate=0.2", "--only_varied", f"--out={tmp_path}"])
+    assert [r["change"] for r in results["runs"]] == [{"learning_rate": 0.2}]
+    assert [p.name for p in (tmp_path / "tmp" / "cifar10").glob("resnet20-*")] == [
+        "resnet20-fast-e1-n256-s0-learning_rate0.2"]
+
+
+def test_only_varied_needs_a_change(tmp_path):
+    with pytest.raises(ValueError, match="--only_varied needs at least one --vary"):
+        recipe_benchmark.main(["--models=resnet20", "--only_varied",
+                               f"--out={tmp_path}"])
+
+
 def test_vary_reads_values_by_option_type():
     assert recipe_benchmark.parse_vary(
         ["learning_rate=0.05,0.2", "crop_padding=2", "flip=false",
