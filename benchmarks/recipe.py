@@ -196,6 +196,7 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
         "final_test_top1": float(metrics["top1"]),
         "final_test_top5": float(metrics["top5"]),
         "train_seconds": metrics.get("train_seconds_this_session"),
+        "epochs_this_session": metrics.get("epochs_this_session"),
         "wall_seconds_this_call": round(time.time() - started, 1),
     }
 
@@ -232,8 +233,8 @@ def write_markdown(results, path):
     from benchmarks.suite_results import describe_machine
 
     rows = ["| model | recipe | change | BN re-estimation batches | epochs "
-            "| test top-1 per epoch | final top-1 | final top-5 | train s "
-            "| measured by |",
+            "| test top-1 per epoch | final top-1 | final top-5 "
+            "| train s per epoch | measured by |",
             "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
     for r, source in all_runs(results):
         curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
@@ -243,7 +244,7 @@ def write_markdown(results, path):
                     f"{r['epochs']} | "
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
-                    f"{r['train_seconds']} | "
+                    f"{seconds_per_epoch(r)} | "
                     f"{'this call' if source is None else f'[{source}]'} |")
     notes = "".join(
         f"\n[{i}] `{earlier['command']}` ({earlier['path']}), machine: "
@@ -262,6 +263,19 @@ def write_markdown(results, path):
             "Recipe values of each run are in the JSON files named here.\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def seconds_per_epoch(run):
+    """Training seconds per epoch of the run's last session, as text.
+
+    A run resumed after a kill reports the time of the epochs it trained
+    after resuming, so the total would mislead; runs of earlier versions
+    of this script recorded no session length and trained all epochs in one.
+    """
+    if run.get("train_seconds") is None:
+        return "-"
+    epochs = run.get("epochs_this_session", run["epochs"])
+    return f"{run['train_seconds'] / epochs:.1f}" if epochs else "-"
 
 
 def batch_sizes(results):

@@ -131,6 +131,18 @@ def test_only_varied_needs_a_change(tmp_path):
                                f"--out={tmp_path}"])
 
 
+def test_train_seconds_are_per_epoch_of_the_last_session():
+    resumed = {"epochs": 8, "train_seconds": 44.0, "epochs_this_session": 1}
+    unbroken = {"epochs": 8, "train_seconds": 440.0, "epochs_this_session": 8}
+    earlier_version = {"epochs": 4, "train_seconds": 100.0}
+    finished_before = {"epochs": 8, "train_seconds": 0.6, "epochs_this_session": 0}
+    assert recipe_benchmark.seconds_per_epoch(resumed) == "44.0"
+    assert recipe_benchmark.seconds_per_epoch(unbroken) == "55.0"
+    assert recipe_benchmark.seconds_per_epoch(earlier_version) == "25.0"
+    assert recipe_benchmark.seconds_per_epoch(finished_before) == "-"
+    assert recipe_benchmark.seconds_per_epoch({"epochs": 1, "train_seconds": None}) == "-"
+
+
 def test_vary_reads_values_by_option_type():
     assert recipe_benchmark.parse_vary(
         ["learning_rate=0.05,0.2", "crop_padding=2", "flip=false",
