@@ -75,21 +75,23 @@ TARGET_QAT_POINTS = 0.3
 TARGET_QAT_EPOCHS = 3
 
 
-def control_overrides(qat_epochs):
+def control_overrides(qat_epochs, learning_rate=None, ema_momentum=0.0):
     """`train` options that continue a float model as `quantization.fine_tune` trains.
 
     The QAT fine-tuning's optimizer and schedule (AdamW, cosine from
-    `DEFAULT_LEARNING_RATE` to 0 over its steps, no warm-up, the recipe's
-    default weight decay, no EMA); label smoothing and augmentation stay the
-    run's, as in the QAT phase.
+    `learning_rate`, by default `DEFAULT_LEARNING_RATE`, to 0 over its
+    steps, no warm-up, the recipe's default weight decay, the same weight
+    average); label smoothing and augmentation stay the run's, as in the
+    QAT phase.
     """
     from mdnet_keras import quantization
     from mdnet_keras.training import recipe
 
     return dict(epochs=qat_epochs, optimizer="adamw",
-                learning_rate=quantization.DEFAULT_LEARNING_RATE,
+                learning_rate=learning_rate or quantization.DEFAULT_LEARNING_RATE,
                 scale_learning_rate=False, warmup_epochs=0, schedule="cosine",
-                min_lr_ratio=0.0, weight_decay=recipe.WEIGHT_DECAY, ema_momentum=0.0)
+                min_lr_ratio=0.0, weight_decay=recipe.WEIGHT_DECAY,
+                ema_momentum=ema_momentum)
 
 
 def interleaved_latency(models, runs, rounds):
@@ -149,12 +151,13 @@ def timed_train(config, build_model=None):
     return round(time.time() - started, 1)
 
 
-def timed_fine_tune(config, float_path, out):
+def timed_fine_tune(config, float_path, out, **fine_tuning):
     """`quantization.fine_tune` of the float model on the loop's own batches.
 
     What `train --qat_epochs` runs after the float epochs, on the batches of
     epochs 0 to N - 1 of `inputs.make_batches` (the ones the control trains
-    on). Writes `<out>/last.keras`.
+    on), with the `quantization.fine_tune` options of `fine_tuning`. Writes
+    `<out>/last.keras`.
     """
     import keras
 
@@ -168,14 +171,16 @@ def timed_fine_tune(config, float_path, out):
     started = time.time()
     model, _ = quantization.fine_tune(
         load_keras_model(float_path), train_data, val_data, config.qat_epochs,
-        label_smoothing=config.label_smoothing, verbose=2)
+        label_smoothing=config.label_smoothing, verbose=2, **fine_tuning)
     seconds = round(time.time() - started, 1)
     os.makedirs(out, exist_ok=True)
     model.save(os.path.join(out, "last.keras"))
     return seconds
 
 
-def measure(budget, qat_epochs, work, init_from=None):
+def measure(budget, qat_epochs, work, init_from=None, fine_tuning=None):
+    """Float, PTQ, QAT and the control of one seed; `fine_tuning`: the
+    `learning_rate` and `ema_momentum` of the QAT epochs and the control."""
     from mdnet_keras import quantization
     from mdnet_keras.export import LiteRTRunner
     from mdnet_keras.export import convert_model
@@ -183,6 +188,7 @@ def measure(budget, qat_epochs, work, init_from=None):
     from mdnet_keras.export import paired_gate
     from mdnet_keras.training import inputs
 
+    fine_tuning = {k: v for k, v in (fine_tuning or {}).items() if v is not None}
     train = dict(budget["train"])
     build, load = builders(train["model"])
     seconds = {}
@@ -194,9 +200,9 @@ def measure(budget, qat_epochs, work, init_from=None):
     # --qat_epochs=N` (the CLI's way, refused by the loop then) runs the
     # same phase with the loop's checkpoints and backup around it.
     seconds["qat"] = timed_fine_tune(dict(train, qat_epochs=qat_epochs, out=work),
-                                     init_from, os.path.join(work, "qat"))
+                                     init_from, os.path.join(work, "qat"), **fine_tuning)
     seconds["control"] = timed_train(
-        dict(train, **control_overrides(qat_epochs), init_from=init_from,
+        dict(train, **control_overrides(qat_epochs, **fine_tuning), init_from=init_from,
              out=os.path.join(work, "control")), load and load(init_from))
     dataset = inputs.load_data(resolve(dict(train, out=work)))
     x_test = np.asarray(dataset.x_test, "float32")
@@ -215,7 +221,7 @@ def measure(budget, qat_epochs, work, init_from=None):
         ("ptq", LiteRTRunner(ptq).predict(x_test).argmax(-1) == y_test),
         ("qat", qat_right), ("control", control_right))}
     result["control"] = {"epochs": qat_epochs, "top1": float(control_right.mean()),
-                         "options": control_overrides(qat_epochs),
+                         "options": control_overrides(qat_epochs, **fine_tuning),
                          "qat_gate": paired_gate(control_right, qat_right)}
     result["latency_ms_1_thread"] = interleaved_latency(
         {"ptq": ptq, "qat": qat}, budget["latency_runs"], budget["latency_rounds"])
@@ -223,7 +229,7 @@ def measure(budget, qat_epochs, work, init_from=None):
                   image_shape=list(dataset.image_shape), float_epochs=train["epochs"],
                   qat_epochs=qat_epochs, num_calibration=budget["num_calibration"],
                   num_train=int(len(dataset.x_train)), float_model=init_from,
-                  train_seconds=seconds,
+                  train_seconds=seconds, fine_tuning=fine_tuning,
                   qat_keras_top1=float(np.mean(
                       qat_model.predict(x_test, verbose=0).argmax(-1) == y_test)))
     result["targets"] = targets(result)
@@ -297,6 +303,12 @@ def below(points):
     return f"{points:.2f} points below" if points >= 0 else f"{-points:.2f} points above"
 
 
+def fine_tuning_text(result):
+    """The fine-tuning options a run set, as text ("" for the defaults)."""
+    options = result.get("fine_tuning") or {}
+    return "".join(f", {key} {value}" for key, value in sorted(options.items()))
+
+
 def markdown(result, command, machine):
     from mdnet_keras.quantization import format_side_by_side
 
@@ -311,7 +323,8 @@ def markdown(result, command, machine):
         f"{tuple(result['image_shape'])}, "
         f"{result['num_train']} training images; {result['float_epochs']} float epochs, then "
         f"from that model {n} QAT epochs and, as the control, {n} float epochs with the "
-        f"QAT optimizer and schedule (training: {seconds}); int8 calibrated on "
+        f"QAT optimizer and schedule{fine_tuning_text(result)} (training: {seconds}); "
+        "int8 calibrated on "
         f"{result['num_calibration']} training images; evaluated on "
         f"{result['num_images']} test images.", "",
         f"Machine: {suite_results.describe_machine(machine)}; shared with other "
@@ -375,6 +388,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--qat_epochs", type=int, default=3)
+    parser.add_argument("--qat_learning_rate", type=float, default=None,
+                        help="the QAT epochs' (and the control's) starting "
+                             "learning rate (default: quantization's)")
+    parser.add_argument("--qat_ema_momentum", type=float, default=None,
+                        help="a moving average of the weights in the QAT "
+                             "epochs and the control (default: none)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny MDNet on the embedded sample (the harness's test)")
     parser.add_argument("--budget", choices=("neu", "cifar10"), default="neu")
@@ -397,6 +416,8 @@ def main(argv=None):
                              "instead of training the float model first (pass its "
                              "--float_epochs for the report)")
     args = parser.parse_args(argv)
+    fine_tuning = {"learning_rate": args.qat_learning_rate,
+                   "ema_momentum": args.qat_ema_momentum}
     budget = BUDGETS["quick" if args.quick else args.budget]
     train = dict(budget["train"])
     if args.model:
@@ -425,7 +446,7 @@ def main(argv=None):
     for seed in seeds:
         seeded = dict(budget, train=dict(train, seed=seed))
         folder = work if len(seeds) == 1 else os.path.join(work, f"seed{seed}")
-        result = measure(seeded, args.qat_epochs, folder, args.init_from)
+        result = measure(seeded, args.qat_epochs, folder, args.init_from, fine_tuning)
         if "subset" in budget:
             result["data"] = budget["subset"]
         result.update(machine=machine, command=command)

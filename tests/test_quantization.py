@@ -289,6 +289,25 @@ def test_fine_tune_tracks_then_freezes_ranges(trained, neu):
     assert frozen != {q.name: float(q.max_value) for q in quantizers}
 
 
+def test_fine_tune_with_ema_returns_the_weight_average(trained, neu):
+    from mdnet_keras.data import ImageBatches
+
+    model, _ = trained
+    data = ImageBatches(neu.x_train[:128], neu.y_train[:128], num_classes=6,
+                        batch_size=32, shuffle=True, augment=False)
+    qat, _ = quantization.fine_tune(model, data, epochs=1, verbose=0,
+                                    ema_momentum=0.9)
+    optimizer = qat.optimizer
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.9
+    averages = optimizer._model_variables_moving_average
+    assert averages and len(averages) == len(qat.trainable_variables)
+    for average, variable in zip(averages, qat.trainable_variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(average),
+                                      keras.ops.convert_to_numpy(variable))
+    with pytest.raises(ValueError, match="ema_momentum"):
+        quantization.fine_tune(model, data, epochs=1, verbose=0, ema_momentum=1.0)
+
+
 def test_mixed_precision_is_refused_with_a_clear_message(trained):
     model, _ = trained
     previous = keras.config.dtype_policy()

@@ -60,6 +60,19 @@ def test_control_continues_as_the_qat_fine_tuning_trains(tmp_path):
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
 
 
+def test_control_takes_the_fine_tuning_options(tmp_path):
+    from benchmarks import qat
+    from mdnet_keras.training import config as config_lib
+
+    options = qat.control_overrides(3, learning_rate=1e-5, ema_momentum=0.99)
+    config = config_lib.resolve_config(dict(qat.BUDGETS["neu"]["train"], **options,
+                                            out=str(tmp_path)))
+    assert (config.learning_rate, config.ema_momentum) == (1e-5, 0.99)
+    assert qat.fine_tuning_text({"fine_tuning": {}}) == ""
+    assert qat.fine_tuning_text({"fine_tuning": {"learning_rate": 1e-5, "ema_momentum": 0.99}}
+                                ) == ", ema_momentum 0.99, learning_rate 1e-05"
+
+
 def test_a_baseline_is_built_for_the_float_run_and_loaded_for_the_others(tmp_path):
     # The CIFAR-10 rows hand benchmarks/baselines.py's models to the loop.
     from benchmarks import qat

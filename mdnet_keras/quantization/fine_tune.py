@@ -59,14 +59,17 @@ def fine_tune(model, train_data, val_data=None, epochs=3, initial_epoch=0,
               label_smoothing=recipe.LABEL_SMOOTHING,
               freeze_fraction=DEFAULT_FREEZE_FRACTION,
               calibration_batches=DEFAULT_CALIBRATION_BATCHES, callbacks=(),
-              verbose="auto", jit_compile=False):
+              verbose="auto", jit_compile=False, ema_momentum=0.0):
     """Quantization-aware fine-tuning: the twin of `model`, trained by `fit`.
 
     The twin (`quantize_model`) starts from `model`'s weights with ranges
     from `calibration_batches` training batches, then trains for `epochs`
     with AdamW (weight decay kept off norms and biases) and a cosine decay
     from `learning_rate` to 0; its ranges follow a moving average for the
-    first `freeze_fraction` of the steps and stay fixed after.
+    first `freeze_fraction` of the steps and stay fixed after. With
+    `ema_momentum`, the optimizer keeps a moving average of the weights and
+    the returned twin holds it (Keras' `use_ema`, put into the model at the
+    end of `fit`).
 
     Args:
         model: a trained float model, or a quantization-aware twin (resumed
@@ -86,6 +89,8 @@ def fine_tune(model, train_data, val_data=None, epochs=3, initial_epoch=0,
         callbacks: extra Keras callbacks (a loop's checkpoint and backup).
         verbose: `fit` verbosity.
         jit_compile: bool, XLA compilation.
+        ema_momentum: float in [0, 1), the weight average's momentum; 0 for
+            none.
 
     Returns:
         A tuple `(qat_model, history)`.
@@ -110,7 +115,8 @@ def fine_tune(model, train_data, val_data=None, epochs=3, initial_epoch=0,
                              batch_size=len(images[0]) if images else 32)
     total = steps * int(epochs)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(total, 1))
-    optimizer = recipe.make_optimizer(qat, schedule, weight_decay)
+    optimizer = recipe.make_optimizer(qat, schedule, weight_decay,
+                                      ema_momentum=ema_momentum)
     num_classes = int(qat.outputs[0].shape[-1])
     recipe.compile_model(qat, optimizer, num_classes, label_smoothing, jit_compile)
     freezer = RangeFreezer(int(round(freeze_fraction * total)))
