@@ -8,7 +8,8 @@ trained model, `--init_from`), then from that float model
   in float through the loop with the fine-tuning's optimizer and schedule
   (`control_overrides`: AdamW, cosine decay from
   `quantization.DEFAULT_LEARNING_RATE` to 0, no warm-up, no EMA, the same
-  weight decay and label smoothing).
+  weight decay and label smoothing; `--qat_learning_rate` and
+  `--qat_ema_momentum` change both alike).
 Both train on epochs 0 to N - 1 of the loop's seeded batches
 (`mdnet_keras.training.inputs.make_batches`): the same images in the same order with the same
 augmentation. Then convert the float model by post-training quantization and
