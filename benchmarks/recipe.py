@@ -203,17 +203,16 @@ def train_one(model, recipe_name, epochs, subset_path, dataset, out, seed,
 
 def include_earlier(results, paths):
     """Adds the runs of earlier calls' JSON files at `paths` to `results`
-    as `results["included"]`; they must be on the same data."""
+    as `results["included"]`; they must be on the same data (each run keeps
+    its own seed, so other seeds of a pair can be tabulated beside it)."""
     results["included"] = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
             earlier = json.load(f)
-        if earlier["data"] != results["data"] or (
-                earlier["seed"] != results["seed"]):
+        if earlier["data"] != results["data"]:
             raise ValueError(
-                f"--include={path} was measured on {earlier['data']} with "
-                f"seed {earlier['seed']}, not on this call's "
-                f"{results['data']} with seed {results['seed']}.")
+                f"--include={path} was measured on {earlier['data']}, not on "
+                f"this call's {results['data']}.")
         results["included"].append(
             {"path": os.path.relpath(path, ROOT), "command": earlier["command"],
              "machine": earlier["machine"], "runs": earlier["runs"]})
@@ -233,15 +232,15 @@ def write_markdown(results, path):
     from benchmarks.suite_results import describe_machine
 
     rows = ["| model | recipe | change | BN re-estimation batches | epochs "
-            "| test top-1 per epoch | final top-1 | final top-5 "
+            "| seed | test top-1 per epoch | final top-1 | final top-5 "
             "| train s per epoch | measured by |",
-            "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
+            "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
     for r, source in all_runs(results):
         curve = " ".join(f"{100 * v:.1f}" for v in r["test_top1_per_epoch"])
         bn = r["config"].get("bn_recalibration_batches")
         rows.append(f"| {r['model']} | {r['recipe']} | "
                     f"{describe_change(r.get('change', {}))} | {bn} | "
-                    f"{r['epochs']} | "
+                    f"{r['epochs']} | {r['seed']} | "
                     f"{curve} | {100 * r['final_test_top1']:.2f}% | "
                     f"{100 * r['final_test_top5']:.2f}% | "
                     f"{seconds_per_epoch(r)} | "
@@ -256,7 +255,7 @@ def write_markdown(results, path):
             f"Data: {data['data']} ({data['source']}), "
             f"{data['train_images']} training images ({data['subset']}), "
             f"test top-1 on {data['test_images']} test images after every "
-            f"epoch. Batch {batch_sizes(results)}, seed {results['seed']}. "
+            f"epoch. Batch {batch_sizes(results)}, seed {seeds(results)}. "
             "Machine: "
             f"{describe_machine(results['machine'])}.\n\n" + "\n".join(rows)
             + "\n" + notes + "\n"
@@ -276,6 +275,11 @@ def seconds_per_epoch(run):
         return "-"
     epochs = run.get("epochs_this_session", run["epochs"])
     return f"{run['train_seconds'] / epochs:.1f}" if epochs else "-"
+
+
+def seeds(results):
+    """The training seeds of all runs in the table, as text."""
+    return ", ".join(map(str, sorted({r["seed"] for r, _ in all_runs(results)}))) or "-"
 
 
 def batch_sizes(results):

@@ -75,8 +75,8 @@ def test_recipe_benchmark_tabulates_runs_of_separate_calls(tmp_path):
     common = ["--models=resnet20", "--epochs=1", "--train_images=256",
               "--test_images=64", "--batch_size=64", f"--data={copy}",
               "--data_label=CIFAR-10 (a copy)"]
-    for recipe_name in ("legacy", "fast"):
-        recipe_benchmark.main(common + [f"--recipes={recipe_name}",
+    for recipe_name, seed in (("legacy", 0), ("fast", 1)):
+        recipe_benchmark.main(common + [f"--recipes={recipe_name}", f"--seed={seed}",
                                         f"--out={tmp_path / recipe_name}"])
     merged = recipe_benchmark.main(
         common[2:] + ["--models=", f"--out={tmp_path / 'merged'}",
@@ -85,8 +85,10 @@ def test_recipe_benchmark_tabulates_runs_of_separate_calls(tmp_path):
     assert merged["runs"] == []
     assert merged["data"]["data"] == "CIFAR-10 (a copy)"
     table = (tmp_path / "merged" / "cifar10.md").read_text()
-    assert "| resnet20 | legacy |" in table and "| resnet20 | fast |" in table
-    assert "Batch 64," in table
+    # Each run keeps its seed: other seeds of a pair tabulate beside it.
+    assert f"| resnet20 | legacy | - | {DEFAULT_BATCHES} | 1 | 0 |" in table
+    assert f"| resnet20 | fast | - | {DEFAULT_BATCHES} | 1 | 1 |" in table
+    assert "Batch 64, seed 0, 1." in table
     assert (tmp_path / "merged" / "cifar10.png").exists()
     assert not (tmp_path / "merged" / "tmp").exists()  # no subset written
 
@@ -183,7 +185,7 @@ def test_recipe_benchmark_refuses_runs_on_other_data(tmp_path):
     earlier.write_text(json.dumps({"data": {"train_images": 256}, "seed": 0,
                                    "command": "", "machine": {}, "runs": []}))
     results = {"data": {"train_images": 50000}, "seed": 0}
-    with pytest.raises(ValueError, match="was measured on .*256.* not on "
+    with pytest.raises(ValueError, match="was measured on .*256.*, not on "
                                          "this call's .*50000"):
         recipe_benchmark.include_earlier(results, [str(earlier)])
 
