@@ -269,12 +269,17 @@ def test_keras_round_trip_in_safe_mode(trained, neu, tmp_path):
     assert quantization.is_quantization_aware(loaded)
 
 
-def test_fine_tune_tracks_then_freezes_ranges(trained, neu):
+def neu_batches(neu, count):
+    """The first `count` NEU training images in shuffled batches of 32."""
     from mdnet_keras.data import ImageBatches
 
-    model, _ = trained
-    data = ImageBatches(neu.x_train[:256], neu.y_train[:256], num_classes=6,
+    return ImageBatches(neu.x_train[:count], neu.y_train[:count], num_classes=6,
                         batch_size=32, shuffle=True, augment=False)
+
+
+def test_fine_tune_tracks_then_freezes_ranges(trained, neu):
+    model, _ = trained
+    data = neu_batches(neu, 256)
     qat, history = quantization.fine_tune(model, data, epochs=2, verbose=0,
                                           freeze_fraction=0.5)
     assert len(history.history["loss"]) == 2
@@ -290,13 +295,9 @@ def test_fine_tune_tracks_then_freezes_ranges(trained, neu):
 
 
 def test_fine_tune_with_ema_returns_the_weight_average(trained, neu):
-    from mdnet_keras.data import ImageBatches
-
     model, _ = trained
-    data = ImageBatches(neu.x_train[:128], neu.y_train[:128], num_classes=6,
-                        batch_size=32, shuffle=True, augment=False)
-    qat, _ = quantization.fine_tune(model, data, epochs=1, verbose=0,
-                                    ema_momentum=0.9)
+    data = neu_batches(neu, 128)
+    qat, _ = quantization.fine_tune(model, data, epochs=1, verbose=0, ema_momentum=0.9)
     optimizer = qat.optimizer
     assert optimizer.use_ema and optimizer.ema_momentum == 0.9
     averages = optimizer._model_variables_moving_average
