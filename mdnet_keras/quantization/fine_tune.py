@@ -12,8 +12,8 @@ from mdnet_keras.training import recipe
 
 # Small, because fine-tuning starts from a trained float model: a fresh
 # AdamW moves every weight by about the learning rate in its first steps,
-# which at 1e-4 cost a converged model more than quantization did
-# (benchmarks/results/qat/README.md).
+# and at 1e-4 that moved converged models off their optimum, in float as
+# well as quantization-aware (benchmarks/results/qat/README.md).
 DEFAULT_LEARNING_RATE = 1e-5
 # Share of the fine-tuning steps after which the ranges stop moving, so the
 # last steps train the weights against the ranges the int8 model will use.
