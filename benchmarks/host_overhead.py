@@ -22,7 +22,13 @@ it side by side, in interleaved rounds, in one process per backend:
   (`mdnet_keras.data.tf_input`), with only the callback that sets its
   epoch; on TensorFlow the CLI reads that pipeline, so `cli / bare_tf_data`
   is what the CLI's own callbacks cost;
-- `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation.
+- `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation;
+- `compiled_step`: the model's compiled training step called in a Python
+  loop on one batch already in memory (`tf.function` / `jax.jit` of
+  `train_step`, as `fit` compiles it): the step's own compute and dispatch,
+  with no input pipeline and no `fit` loop. On a CPU the "negligible" model
+  still costs a millisecond or two a step, so the host overhead reported is
+  `cli` minus this arm.
 
 All arms use the recipe's optimizer (SGD-Nesterov with EMA), loss and
 `jit_compile` choice. A step's time is an epoch's training time (from
@@ -55,7 +61,8 @@ if ROOT not in sys.path:
 CIFAR10_NPZ = os.path.join(os.path.dirname(ROOT), "shared", "data",
                            "cifar10.npz")
 BATCH_SIZE = 256
-ARMS = ("cli", "bare_pipeline", "bare_tf_data", "bare_arrays")
+ARMS = ("cli", "bare_pipeline", "bare_tf_data", "bare_arrays",
+        "compiled_step")
 
 
 def arms_for(tensorflow_installed):
@@ -101,6 +108,66 @@ def step_seconds(timer, steps):
 
     steady = timer.seconds[1:] or timer.seconds
     return float(np.median(steady)) / steps
+
+
+def compiled_step_seconds(model, x, y, calls):
+    """Seconds per call of `model`'s compiled training step on one batch.
+
+    The model is built by one `fit` step first (optimizer and metric
+    variables); then `calls` calls run back to back, dispatched
+    asynchronously as `fit` dispatches them, and the time runs until the
+    last one's results are ready.
+
+    Args:
+        model: a compiled Keras model.
+        x: float32 images, one batch.
+        y: its one-hot labels.
+        calls: int, the timed calls.
+
+    Returns:
+        float, seconds a call.
+    """
+    import keras
+
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        data = (tf.constant(x), tf.constant(y))
+        train_step = tf.function(model.train_step,
+                                 jit_compile=bool(model.jit_compile))
+
+        def step(state):
+            return train_step(data), state
+
+        def wait(logs, state):
+            return [v.numpy() for v in tf.nest.flatten(logs)]
+        state = None
+    elif backend == "jax":
+        import jax
+
+        data = (jax.numpy.asarray(x), jax.numpy.asarray(y))
+        # Donated as `fit` donates it; the model is not used afterwards.
+        train_step = jax.jit(model.train_step, donate_argnums=0)
+
+        def step(state):
+            return train_step(state, data)
+
+        def wait(logs, state):
+            return jax.block_until_ready((logs, state))
+        state = tuple([v.value for v in variables] for variables in (
+            model.trainable_variables, model.non_trainable_variables,
+            model.optimizer.variables, model.metrics_variables))
+    else:
+        raise ValueError(f"no compiled step for the {backend} backend")
+    logs, state = step(state)  # compiles
+    wait(logs, state)
+    start = time.perf_counter()
+    for _ in range(calls):
+        logs, state = step(state)
+    wait(logs, state)
+    return (time.perf_counter() - start) / calls
 
 
 def worker(args):
@@ -174,6 +241,11 @@ def worker(args):
             compiled(build, steps_per_call).fit(batches, validation_data=val,
                                 epochs=args.epochs, shuffle=False,
                                 callbacks=[timer, *extra], verbose=0)
+        elif name == "compiled_step":
+            # The step itself does not depend on the steps a call.
+            return compiled_step_seconds(
+                compiled(build, 1), x[:BATCH_SIZE].astype("float32"),
+                one_hot[y[:BATCH_SIZE]], steps * (args.epochs - 1))
         else:
             compiled(build, steps_per_call).fit(
                 x.astype("float32"), one_hot[y], batch_size=BATCH_SIZE,
@@ -212,9 +284,11 @@ def worker(args):
                     for k, v in per_arm[key].items()},
             }
             median = results[key]["median_step_ms"]
-            for other in arms[1:]:
+            for other in (a for a in arms if a.startswith("bare")):
                 results[key][f"cli_over_{other}"] = round(
                     median["cli"] / median[other], 3)
+            results[key]["host_ms"] = round(
+                median["cli"] - median["compiled_step"], 3)
     print("RESULT " + json.dumps({
         "backend": keras.backend.backend(), "keras": keras.__version__,
         "jit_compile": jit, "images": n, "steps_per_epoch": steps,
@@ -243,12 +317,13 @@ def write_markdown(report, path):
         "(median of the epochs after the first and of the rounds).", "",
         "| backend | model | cli BN re-estimation batches | cli ms/step "
         "| bare fit on ImageBatches | bare fit on tf.data | bare fit on "
-        "arrays | cli / bare ImageBatches | cli / bare tf.data | cli / bare "
-        "arrays |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "arrays | compiled step alone | cli / bare ImageBatches | cli / bare "
+        "tf.data | cli / bare arrays | host overhead (cli - compiled step) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    bare = [a for a in ARMS[1:] if a.startswith("bare")]
 
     def cell(value):
-        # Older reports, and runs without TensorFlow, have no tf.data arm.
+        # Older reports, and runs without TensorFlow, lack some arms.
         return "-" if value is None else f"{value:.2f}"
 
     for backend in report["backends"]:
@@ -259,8 +334,8 @@ def write_markdown(report, path):
             lines.append(
                 f"| {backend['backend']} | {model} | {bn} | {m['cli']:.2f} | "
                 + " | ".join(cell(m.get(a)) for a in ARMS[1:]) + " | "
-                + " | ".join(cell(r.get(f"cli_over_{a}")) for a in ARMS[1:])
-                + " |")
+                + " | ".join(cell(r.get(f"cli_over_{a}")) for a in bare)
+                + f" | {cell(r.get('host_ms'))} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 

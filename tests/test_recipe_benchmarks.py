@@ -204,6 +204,8 @@ def test_host_overhead_quick(tmp_path):
         medians = result["median_step_ms"]
         assert set(medians) == set(host_overhead.ARMS)
         assert all(v > 0 for v in medians.values())
+        assert result["host_ms"] == pytest.approx(
+            medians["cli"] - medians["compiled_step"], abs=1e-3)
     table = (tmp_path / "host_overhead.md").read_text()
     assert "| tensorflow | tiny | 0 |" in table
     assert "| tensorflow | tiny, 2 steps a call | 0 |" in table
@@ -232,11 +234,12 @@ def test_host_overhead_refuses_a_missing_data_file(tmp_path):
 def test_host_overhead_tf_data_arm_needs_tensorflow():
     assert "bare_tf_data" in host_overhead.arms_for(True)
     assert host_overhead.arms_for(False) == ("cli", "bare_pipeline",
-                                             "bare_arrays")
+                                             "bare_arrays", "compiled_step")
 
 
 def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
-    # Reports written before the tf.data arm existed, or without TensorFlow.
+    # Reports written before the tf.data and compiled-step arms existed, or
+    # without TensorFlow.
     models = {"tiny": {
         "median_step_ms": {"cli": 5.0, "bare_pipeline": 4.0,
                            "bare_arrays": 2.0},
@@ -246,5 +249,5 @@ def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
               "backends": [{"backend": "jax", "models": models}]}
     path = tmp_path / "host_overhead.md"
     host_overhead.write_markdown(report, path)
-    assert "| jax | tiny | - | 5.00 | 4.00 | - | 2.00 | 1.25 | - | 2.50 |" in (
-        path.read_text())
+    assert ("| jax | tiny | - | 5.00 | 4.00 | - | 2.00 | - | 1.25 | - | 2.50 "
+            "| - |") in path.read_text()
