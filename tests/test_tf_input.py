@@ -77,13 +77,30 @@ def test_what_needs_numpy_is_refused_with_the_reason(tmp_path):
 
 
 def test_images_too_large_for_a_copy_stay_in_numpy(monkeypatch):
-    # TensorFlow copies the images: data sets may take half of the memory.
+    # TensorFlow copies the images, padded for the crop: data sets may take
+    # half of the memory.
     x, y = images((8, 32, 32, 3))
-    batches = ImageBatches(x, y, 5)
-    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * x.nbytes)
+    batches = ImageBatches(x, y, 5, crop_padding=4)
+    copy = tf_input.copy_bytes(batches)
+    assert copy == 8 * 40 * 40 * 3
+    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * copy)
     assert tf_input.unsupported_reason(batches) is None
-    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * x.nbytes - 2)
+    monkeypatch.setattr(tf_input, "default_memory_budget", lambda: 2 * copy - 2)
     assert "quarter of this machine's memory" in tf_input.unsupported_reason(batches)
+    # Without augmentation nothing is padded.
+    assert tf_input.copy_bytes(ImageBatches(x, y, 5, augment=False)) == x.nbytes
+
+
+def test_pixel_indices_beyond_int32_are_int64(monkeypatch):
+    # A padded copy of more than 2**31 pixels is addressed with int64.
+    x, y = images((9, 8, 8, 3))
+    batches = ImageBatches(x, y, 5, batch_size=4, crop_padding=2)
+    expected = list(tf_input.as_tf_dataset(batches))
+    monkeypatch.setattr(tf_input, "INT32_PIXEL_INDICES", 10)
+    for (x_served, y_served), (x_expected, y_expected) in zip(
+            tf_input.as_tf_dataset(batches), expected, strict=True):
+        np.testing.assert_array_equal(x_served.numpy(), x_expected.numpy())
+        np.testing.assert_array_equal(y_served.numpy(), y_expected.numpy())
 
 
 def test_serve_epoch_puts_the_batches_on_the_epoch_being_trained():

@@ -21,6 +21,17 @@ import tensorflow as tf
 from mdnet_keras.data.folders import default_memory_budget
 from mdnet_keras.data.images import ImageFiles
 
+# Pixels of a padded copy that int32 indices can address.
+INT32_PIXEL_INDICES = 2**31 - 1
+
+
+def copy_bytes(batches):
+    """Bytes of the copy of `batches`' images that `as_tf_dataset` holds:
+    padded by the crop's padding when it augments."""
+    n, height, width, channels = batches.x.shape
+    padding = batches.crop_padding if batches.augment else 0
+    return n * (height + 2 * padding) * (width + 2 * padding) * channels
+
 
 def unsupported_reason(batches):
     """Why `batches` must stay a `PyDataset`, or None when it need not.
@@ -33,14 +44,16 @@ def unsupported_reason(batches):
     """
     if isinstance(batches.x, ImageFiles):
         return "streamed files are decoded in the PyDataset workers"
-    # TensorFlow holds its own copy of the images (gathering from NumPy
-    # inside the pipeline would bring the per-batch Python call back), and
-    # in-memory data may take up to half of the machine's memory.
+    # TensorFlow holds its own copy of the images, padded for cropping
+    # (gathering from NumPy inside the pipeline would bring the per-batch
+    # Python call back), and in-memory data may take up to half of the
+    # machine's memory.
     limit = default_memory_budget() // 2
-    if batches.x.nbytes > limit:
-        return (f"the images ({batches.x.nbytes / 2**20:.0f} MiB) take more than a "
-                f"quarter of this machine's memory ({limit / 2**20:.0f} MiB), and "
-                "TensorFlow would hold a copy")
+    copy = copy_bytes(batches)
+    if copy > limit:
+        return (f"TensorFlow's copy of the images ({copy / 2**20:.0f} MiB) "
+                f"would take more than a quarter of this machine's memory "
+                f"({limit / 2**20:.0f} MiB)")
     if batches.randaugment:
         return "RandAugment runs on NumPy batches"
     if batches.augment and (batches.mixup_alpha or batches.cutmix_alpha):
@@ -76,30 +89,47 @@ def as_tf_dataset(batches):
     reason = unsupported_reason(batches)
     if reason:
         raise ValueError(f"These batches need the PyDataset path: {reason}.")
-    images = tf.constant(batches.x)
     labels = None if batches.y is None else tf.constant(batches.y)
     height, width = batches.x.shape[1:3]
     padding = batches.crop_padding if batches.augment else 0
     flip = batches.augment and batches.flip
+    if padding or flip:
+        # Padded once here, and cropped and flipped by one gather of every
+        # output pixel: padding each batch and gathering rows, then
+        # columns, cost several times more per batch.
+        store = np.pad(batches.x, [(0, 0), (padding, padding),
+                                   (padding, padding), (0, 0)])
+        padded_height, padded_width = store.shape[1:3]
+        pixels = tf.constant(store.reshape(-1, store.shape[-1]))
+        index_dtype = (tf.int64 if len(pixels) > INT32_PIXEL_INDICES
+                       else tf.int32)
+    else:
+        images = tf.constant(batches.x)
 
     def plan():
         indices, dy, dx, flipped = batches.crop_plan()
         yield (indices.astype(np.int32), dy.astype(np.int32),
                dx.astype(np.int32), flipped)
 
-    def make_batch(indices, dy, dx, flipped):
-        x = tf.gather(images, indices)
-        if padding:
-            x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
-            rows = dy[:, None] + tf.range(height)[None]
-            x = tf.gather(x, rows, axis=1, batch_dims=1)
-        if padding or flip:
+    def crop(indices, dy, dx, flipped):
+        rows = tf.range(height)[None]
+        cols = tf.range(width)[None]
+        if flip:
             # A flipped crop reads its window's columns right to left.
-            cols = tf.range(width)[None]
-            cols = dx[:, None] + tf.where(flipped[:, None], width - 1 - cols, cols)
-            if not padding:
-                cols -= dx[:, None]
-            x = tf.gather(x, cols, axis=2, batch_dims=1)
+            cols = tf.where(flipped[:, None], width - 1 - cols, cols)
+        if padding:
+            rows, cols = dy[:, None] + rows, dx[:, None] + cols
+        rows, cols, indices = (tf.cast(t, index_dtype)
+                               for t in (rows, cols, indices))
+        pixel = ((indices[:, None, None] * padded_height + rows[:, :, None])
+                 * padded_width + cols[:, None, :])
+        return tf.gather(pixels, pixel)
+
+    def make_batch(indices, dy, dx, flipped):
+        if padding or flip:
+            x = crop(indices, dy, dx, flipped)
+        else:
+            x = tf.gather(images, indices)
         x = tf.cast(x, tf.float32)
         if labels is None:
             return (x,)
