@@ -156,9 +156,13 @@ def compiled_step_seconds(model, x, y, calls):
 
         def wait(logs, state):
             return jax.block_until_ready((logs, state))
-        state = tuple([v.value for v in variables] for variables in (
-            model.trainable_variables, model.non_trainable_variables,
-            model.optimizer.variables, model.metrics_variables))
+        # Copies: a weight average can start as the very buffer of the
+        # weight it averages, and one buffer cannot be donated twice.
+        state = tuple([jax.numpy.array(v.value, copy=True) for v in variables]
+                      for variables in (
+                          model.trainable_variables,
+                          model.non_trainable_variables,
+                          model.optimizer.variables, model.metrics_variables))
     else:
         raise ValueError(f"no compiled step for the {backend} backend")
     logs, state = step(state)  # compiles

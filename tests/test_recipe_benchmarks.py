@@ -4,6 +4,7 @@ modes: they run the package's training loop and write JSON, Markdown and
 
 import json
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -251,3 +252,22 @@ def test_host_overhead_markdown_without_tf_data_arm(tmp_path):
     host_overhead.write_markdown(report, path)
     assert ("| jax | tiny | - | 5.00 | 4.00 | - | 2.00 | - | 1.25 | - | 2.50 "
             "| - |") in path.read_text()
+
+
+def test_compiled_step_on_jax_with_a_weight_average():
+    # The average starts as the very buffer of its weight, which JAX cannot
+    # donate twice in one call.
+    code = (
+        "import numpy as np, keras\n"
+        "from benchmarks import host_overhead\n"
+        "model = host_overhead.tiny_model((8, 8, 3), 4)\n"
+        "model.compile(keras.optimizers.SGD(use_ema=True), "
+        "'categorical_crossentropy')\n"
+        "x = np.zeros((16, 8, 8, 3), 'float32')\n"
+        "y = np.eye(4, dtype='float32')[np.arange(16) % 4]\n"
+        "print('SECONDS', host_overhead.compiled_step_seconds(model, x, y, 3))\n")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        env=host_overhead.worker_environment("jax"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split("SECONDS")[-1]) > 0
