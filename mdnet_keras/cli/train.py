@@ -167,7 +167,8 @@ _define(flags.DEFINE_enum, "strategy", "none",
 _define(flags.DEFINE_enum, "input_pipeline", "auto", ["auto", "tf_data", "py_dataset"],
         "How fit reads the training and validation batches: tf_data = a "
         "tf.data pipeline of the same batches (TensorFlow; in-memory images "
-        "of at most a quarter of the memory, without RandAugment, MixUp or "
+        "whose copy, padded for the crop, takes at most a quarter of the "
+        "memory, without RandAugment, MixUp or "
         "CutMix; not with multi_worker), "
         "py_dataset = the ImageBatches PyDataset (every backend), auto = "
         "tf_data where it applies.")
