@@ -95,8 +95,8 @@ def as_tf_dataset(batches):
     flip = batches.augment and batches.flip
     if padding or flip:
         # Padded once here, and cropped and flipped by one gather of every
-        # output pixel: padding each batch and gathering rows, then
-        # columns, cost several times more per batch.
+        # output pixel: padding each batch, then gathering rows and then
+        # columns, cost more per batch (benchmarks/results/host_overhead).
         store = np.pad(batches.x, [(0, 0), (padding, padding),
                                    (padding, padding), (0, 0)])
         padded_height, padded_width = store.shape[1:3]
