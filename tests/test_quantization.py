@@ -340,3 +340,25 @@ def test_unsupported_layer_and_second_quantization_are_named():
     with pytest.raises(ValueError, match="'stage1_block0_multiscale'.*cascade=True.*"
                        "convert --mode=int8"):
         quantization.quantize_model(chained)
+
+
+@pytest.mark.parametrize("ptq_right, qat_right, choice", [
+    (np.arange(360) >= 20, np.ones(360, bool), "ship qat"),
+    (np.ones(360, bool), np.arange(360) >= 20, "ship ptq"),
+    # 10 images lost and 5 gained of 360 (a 1.39-point drop): within chance.
+    (np.arange(360) >= 5, (np.arange(360) < 5) | (np.arange(360) >= 15),
+     "same within chance"),
+])
+def test_the_side_by_side_says_which_int8_model_to_ship(ptq_right, qat_right,
+                                                        choice):
+    from mdnet_keras.export import paired_gate
+
+    versus = paired_gate(ptq_right, qat_right)
+    assert quantization.int8_choice(versus) == choice
+    gate = paired_gate(np.ones(360, bool), qat_right)
+    result = {"num_images": 360, "float_top1": 1.0, "same_ops": True,
+              "op_count_difference": {}, "qat_vs_ptq": versus,
+              "ptq": {"top1": ptq_right.mean(), "gate": gate},
+              "qat": {"top1": qat_right.mean(), "gate": gate}}
+    line = quantization.format_side_by_side(result).splitlines()[4]
+    assert line.startswith("qat - ptq") and line.endswith(choice)

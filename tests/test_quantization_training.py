@@ -90,6 +90,10 @@ def test_convert_reports_ptq_and_qat_side_by_side(qat_runs, tmp_path):
         assert 0 <= side[name]["top1"] <= 1
         assert side[name]["gate"]["status"] == "pass"
     assert side["gate"] == side["qat"]["gate"]
+    versus = side["qat_vs_ptq"]
+    assert versus["num_images"] == 100
+    assert versus["drop_points"] == pytest.approx(
+        100 * (side["ptq"]["top1"] - side["qat"]["top1"]), abs=1e-6)
 
 
 def test_qat_fine_tunes_init_from_without_float_epochs(qat_runs, tmp_path):

@@ -22,6 +22,7 @@ from mdnet_keras.quantization.report import FLOAT_BASELINE_NAME
 from mdnet_keras.quantization.report import compare_with_ptq
 from mdnet_keras.quantization.report import default_ptq_baseline
 from mdnet_keras.quantization.report import format_side_by_side
+from mdnet_keras.quantization.report import int8_choice
 from mdnet_keras.quantization.report import op_count_difference
 from mdnet_keras.quantization.report import side_by_side
 from mdnet_keras.quantization.quantizers import fake_quant_weights
@@ -50,6 +51,7 @@ __all__ = [
     "fine_tune",
     "fine_tune_phase",
     "format_side_by_side",
+    "int8_choice",
     "freeze_ranges",
     "is_quantization_aware",
     "op_count_difference",

@@ -25,20 +25,23 @@ def side_by_side(float_model, ptq_bytes, qat_bytes, x_eval, y_eval, max_drop=1.0
     Returns:
         dict: `float_top1`, and for "ptq" and "qat" the int8 `top1`,
         `size_bytes`, `num_ops` and the paired `gate` against the float
-        model; `same_ops` (whether both int8 graphs have the same op list) and
-        `op_count_difference` (QAT minus PTQ, per op type).
+        model; `qat_vs_ptq`, the same paired comparison with PTQ as the
+        reference (which int8 model to ship); `same_ops` (whether both int8
+        graphs have the same op list) and `op_count_difference` (QAT minus
+        PTQ, per op type).
     """
     y_eval = np.asarray(y_eval).reshape(-1)
     float_right = float_model.predict(
         np.asarray(x_eval, "float32"), verbose=0).argmax(-1) == y_eval
     result = {"num_images": int(len(y_eval)), "float_top1": float(float_right.mean())}
-    ops = {}
+    ops, right = {}, {}
     for name, tflite_bytes in (("ptq", ptq_bytes), ("qat", qat_bytes)):
-        right = LiteRTRunner(tflite_bytes).predict(x_eval).argmax(-1) == y_eval
+        right[name] = LiteRTRunner(tflite_bytes).predict(x_eval).argmax(-1) == y_eval
         ops[name] = [op["op"] for op in describe_ops(tflite_bytes)]
-        result[name] = {"top1": float(right.mean()), "size_bytes": len(tflite_bytes),
+        result[name] = {"top1": float(right[name].mean()), "size_bytes": len(tflite_bytes),
                         "num_ops": len(ops[name]),
-                        "gate": paired_gate(float_right, right, max_drop=max_drop)}
+                        "gate": paired_gate(float_right, right[name], max_drop=max_drop)}
+    result["qat_vs_ptq"] = paired_gate(right["ptq"], right["qat"], max_drop=max_drop)
     result["same_ops"] = ops["ptq"] == ops["qat"]
     result["op_count_difference"] = op_count_difference(ops["ptq"], ops["qat"])
     return result
@@ -61,9 +64,33 @@ def format_side_by_side(result):
         lines.append(f"{name + ' int8':<10}{100 * row['top1']:>8.2f}%"
                      f"{gate.get('drop_points', float('nan')):>8.2f}  "
                      f"{low:>6.2f} to {high:<6.2f}  {gate['status']}")
+    if "qat_vs_ptq" in result:  # Reports written before it existed lack it.
+        versus = result["qat_vs_ptq"]
+        low, high = versus.get("interval_points", [float("nan")] * 2)
+        lines.append(f"{'qat - ptq':<10}{'':>9}{versus.get('drop_points', float('nan')):>8.2f}  "
+                     f"{low:>6.2f} to {high:<6.2f}  {int8_choice(versus)}")
     lines.append(f"on {result['num_images']} images; same op list: {result['same_ops']}"
                  f" (QAT - PTQ op counts: {result['op_count_difference'] or 'none'})")
     return "\n".join(lines)
+
+
+def int8_choice(qat_vs_ptq):
+    """Which int8 model the paired comparison of QAT against PTQ favours.
+
+    Args:
+        qat_vs_ptq: `paired_gate` of the QAT model with PTQ as the reference.
+
+    Returns:
+        str: "ship ptq" when PTQ is right on more images beyond chance (the
+        whole interval of QAT's drop lies above 0), "ship qat" when QAT is
+        (below 0), else "same within chance".
+    """
+    low, high = qat_vs_ptq.get("interval_points", [float("nan")] * 2)
+    if low > 0:
+        return "ship ptq"
+    if high < 0:
+        return "ship qat"
+    return "same within chance"
 
 
 def compare_with_ptq(qat_report, qat_path, baseline_path, x_train, x_eval, y_eval,
