@@ -25,11 +25,16 @@ from mdnet_keras.data.images import ImageFiles
 INT32_PIXEL_INDICES = 2**31 - 1
 
 
+def crop_padding(batches):
+    """The padding of the copy `as_tf_dataset` crops from: the crop's when
+    `batches` augments, else none."""
+    return batches.crop_padding if batches.augment else 0
+
+
 def copy_bytes(batches):
-    """Bytes of the copy of `batches`' images that `as_tf_dataset` holds:
-    padded by the crop's padding when it augments."""
+    """Bytes of the copy of `batches`' images that `as_tf_dataset` holds."""
     n, height, width, channels = batches.x.shape
-    padding = batches.crop_padding if batches.augment else 0
+    padding = crop_padding(batches)
     return n * (height + 2 * padding) * (width + 2 * padding) * channels
 
 
@@ -91,7 +96,7 @@ def as_tf_dataset(batches):
         raise ValueError(f"These batches need the PyDataset path: {reason}.")
     labels = None if batches.y is None else tf.constant(batches.y)
     height, width = batches.x.shape[1:3]
-    padding = batches.crop_padding if batches.augment else 0
+    padding = crop_padding(batches)
     flip = batches.augment and batches.flip
     if padding or flip:
         # Padded once here, and cropped and flipped by one gather of every

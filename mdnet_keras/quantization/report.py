@@ -58,20 +58,28 @@ def format_side_by_side(result):
     """The side-by-side table as text."""
     lines = [f"{'model':<10}{'top-1':>9}{'drop':>8}  {'95% interval':<18}gate",
              f"{'float':<10}{100 * result['float_top1']:>8.2f}%"]
+
+    def drop_cells(gate):
+        low, high = interval(gate)
+        return (f"{gate.get('drop_points', float('nan')):>8.2f}  "
+                f"{low:>6.2f} to {high:<6.2f}  ")
+
     for name in ("ptq", "qat"):
         row, gate = result[name], result[name]["gate"]
-        low, high = gate.get("interval_points", [float("nan")] * 2)
         lines.append(f"{name + ' int8':<10}{100 * row['top1']:>8.2f}%"
-                     f"{gate.get('drop_points', float('nan')):>8.2f}  "
-                     f"{low:>6.2f} to {high:<6.2f}  {gate['status']}")
+                     f"{drop_cells(gate)}{gate['status']}")
     if "qat_vs_ptq" in result:  # Reports written before it existed lack it.
         versus = result["qat_vs_ptq"]
-        low, high = versus.get("interval_points", [float("nan")] * 2)
-        lines.append(f"{'qat - ptq':<10}{'':>9}{versus.get('drop_points', float('nan')):>8.2f}  "
-                     f"{low:>6.2f} to {high:<6.2f}  {int8_choice(versus)}")
+        lines.append(f"{'qat - ptq':<10}{'':>9}{drop_cells(versus)}{int8_choice(versus)}")
     lines.append(f"on {result['num_images']} images; same op list: {result['same_ops']}"
                  f" (QAT - PTQ op counts: {result['op_count_difference'] or 'none'})")
     return "\n".join(lines)
+
+
+def interval(gate):
+    """The gate's interval on the drop in points, NaNs where it has none (no
+    images to judge)."""
+    return gate.get("interval_points", [float("nan")] * 2)
 
 
 def int8_choice(qat_vs_ptq):
@@ -85,7 +93,7 @@ def int8_choice(qat_vs_ptq):
         whole interval of QAT's drop lies above 0), "ship qat" when QAT is
         (below 0), else "same within chance".
     """
-    low, high = qat_vs_ptq.get("interval_points", [float("nan")] * 2)
+    low, high = interval(qat_vs_ptq)
     if low > 0:
         return "ship ptq"
     if high < 0:
