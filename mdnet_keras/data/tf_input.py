@@ -130,6 +130,10 @@ def as_tf_dataset(batches):
                  * padded_width + cols[:, None, :])
         return tf.gather(pixels, pixel)
 
+    # XLA fuses the index arithmetic, the gather and the cast into one
+    # loop; as separate TensorFlow ops they cost several times as much per
+    # batch (benchmarks/results/host_overhead).
+    @tf.function(jit_compile=True)
     def make_batch(indices, dy, dx, flipped):
         if padding or flip:
             x = crop(indices, dy, dx, flipped)
