@@ -1,7 +1,8 @@
 """Host-side cost per training step of the CLI's loop, against bare `fit`.
 
     python benchmarks/host_overhead.py [--backends=tensorflow,jax] \
-        [--rounds=3] [--real_model=mdnet_micro] [--data=cifar10.npz] \
+        [--rounds=3] [--images=N] [--real_model=mdnet_micro] \
+        [--data=cifar10.npz] \
         [--bn_recalibration_batches=N] [--steps_per_execution=1,20] \
         [--out=...] [--quick]
 
@@ -17,11 +18,13 @@ it side by side, in interleaved rounds, in one process per backend:
   `ImageBatches`, served on TensorFlow as a `tf.data` pipeline of the same
   batches, `--input_pipeline=auto`);
 - `bare_pipeline`: `model.fit` on the same `ImageBatches`, no callbacks;
-- `bare_tf_data` (where TensorFlow is installed, on any backend):
-  `model.fit` on the `tf.data` pipeline of the same batches
-  (`mdnet_keras.data.tf_input`), with only the callback that sets its
-  epoch; on TensorFlow the CLI reads that pipeline, so `cli / bare_tf_data`
-  is what the CLI's own callbacks cost;
+- `bare_tf_data` (on TensorFlow): `model.fit` on the `tf.data` pipeline of
+  the same batches (`mdnet_keras.data.tf_input`), with only the callback
+  that sets its epoch; the CLI reads that pipeline, so `cli / bare_tf_data`
+  is what the CLI's own callbacks cost. Not on other backends: there the
+  CLI reads the `ImageBatches`, and once a JAX process has run `fit` on a
+  `tf.data` pipeline, every later arm in it ran 2 to 3 times slower a step
+  (benchmarks/results/host_overhead);
 - `bare_arrays`: `model.fit` on NumPy arrays, no callbacks, no augmentation;
 - `compiled_step`: the model's compiled training step called in a Python
   loop on one batch already in memory (`tf.function` / `jax.jit` of
@@ -33,9 +36,13 @@ it side by side, in interleaved rounds, in one process per backend:
 All arms use the recipe's optimizer (SGD-Nesterov with EMA), loss and
 `jit_compile` choice. A step's time is an epoch's training time (from
 `on_epoch_begin` to the validation's `on_test_begin`) over its steps, the
-median over epochs after the first (which compiles) and over rounds.
-`--real_model` adds the same three arms with a real MDNet variant, for the
-CLI / bare-fit epoch-time ratio. `--bn_recalibration_batches` sets the CLI
+median over epochs after the first (which compiles) and over rounds. An
+epoch is all of the training images unless `--images` says fewer: what
+starts once an epoch (the input pipeline's iterator and its plan of the
+epoch's crops) then weighs per step as it does in training.
+`--real_model` adds the same arms with a real MDNet variant, for the
+CLI / bare-fit epoch-time ratio (with fewer `--images` on a CPU, where its
+epoch of all CIFAR-10 takes minutes). `--bn_recalibration_batches` sets the CLI
 arm's per-epoch BatchNorm re-estimation for the averaged weights (the loop's
 default otherwise), which runs inside the timed window since it is part of
 the epoch's end. `--steps_per_execution` (a list) runs every arm once per
@@ -67,10 +74,10 @@ ARMS = ("cli", "bare_pipeline", "bare_tf_data", "bare_arrays",
 BARE_ARMS = tuple(a for a in ARMS if a.startswith("bare"))
 
 
-def arms_for(tensorflow_installed):
-    """The arms that can run (`tf.data` needs TensorFlow installed)."""
+def arms_for(backend):
+    """The arms timed on `backend` (`bare_tf_data` on TensorFlow only)."""
     return tuple(a for a in ARMS
-                 if a != "bare_tf_data" or tensorflow_installed)
+                 if a != "bare_tf_data" or backend == "tensorflow")
 
 
 def tiny_model(input_shape, num_classes):
@@ -187,14 +194,14 @@ def worker(args):
     from mdnet_keras.training import recipe
     from mdnet_keras.training import run
     from mdnet_keras.training.batchnorm import DEFAULT_BATCHES
-    from mdnet_keras.training.callbacks import module_available
 
     source = args.data if os.path.exists(args.data) else None
     data = (load_dataset("cifar10", data=source) if source
             else load_dataset("sample"))
     # Class-balanced: CIFAR's arrays are sorted by class.
-    train = balanced_subset(data.y_train, min(args.images, len(data.y_train)),
-                            0)
+    train = balanced_subset(data.y_train,
+                            min(args.images or len(data.y_train),
+                                len(data.y_train)), 0)
     val = balanced_subset(data.y_test, BATCH_SIZE, 0)
     n = len(train)
     x, y = data.x_train[train], data.y_train[train]
@@ -268,7 +275,7 @@ def worker(args):
 
         models.append((args.real_model, None, args.real_model))
     results = {}
-    arms = arms_for(module_available("tensorflow"))
+    arms = arms_for(keras.backend.backend())
     calls = [int(v) for v in str(args.steps_per_execution).split(",")]
     for label, build, model_name in models:
         runs = [(f"{label}, {c} steps a call" if c != 1 else label, c)
@@ -360,7 +367,10 @@ def main(argv=None):
     parser.add_argument("--backends", default="tensorflow,jax")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--images", type=int, default=20 * BATCH_SIZE)
+    parser.add_argument("--images", type=int, default=None,
+                        help="training images, an epoch (default: all of "
+                             "them, so the per-epoch costs weigh per step "
+                             "as in training; a real model wants fewer)")
     parser.add_argument("--real_model", default=None)
     parser.add_argument("--data", default=CIFAR10_NPZ,
                         help="CIFAR-10 .npz (the package sample where it "
