@@ -131,8 +131,8 @@ def as_tf_dataset(batches):
         return tf.gather(pixels, pixel)
 
     # XLA fuses the index arithmetic, the gather and the cast into one
-    # loop; as separate TensorFlow ops they cost several times as much per
-    # batch (benchmarks/results/host_overhead).
+    # loop; as separate TensorFlow ops they cost more per batch
+    # (benchmarks/results/host_overhead).
     @tf.function(jit_compile=True)
     def make_batch(indices, dy, dx, flipped):
         if padding or flip:
