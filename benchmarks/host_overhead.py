@@ -10,7 +10,7 @@ A fast accelerator finishes MDNet's training step in a few milliseconds, so
 whatever the training loop does on the host per step (callbacks, the input
 pipeline's NumPy augmentation, copies) decides the step time there. This
 measures that cost without an accelerator: the model's compute is made
-negligible (global pooling and one `Dense`, batch 256), and three arms train
+negligible (global pooling and one `Dense`, batch 256), and these arms train
 it side by side, in interleaved rounds, in one process per backend:
 
 - `cli`: `mdnet_keras.training.run.train` (what `python -m mdnet_keras
