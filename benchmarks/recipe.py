@@ -5,6 +5,7 @@
         [--dataset=cifar10|cifar100] [--train_images=10000] \
         [--bn_recalibration_batches=0,20] [--batch_size=128] \
         [--vary=learning_rate=0.05,0.2 --vary=label_smoothing=0.1] \
+        [--vary_together=learning_rate=0.2,crop_padding=2] \
         [--only_varied] \
         [--data=copy.npz --data_label="CIFAR-10 (JPEG q95 copy)"] \
         [--include=earlier/cifar10.json] \
@@ -82,25 +83,54 @@ def parse_vary(specs):
     """`["learning_rate=0.05,0.2", "flip=false"]` -> the one-option changes
     `[{"learning_rate": 0.05}, {"learning_rate": 0.2}, {"flip": False}]`,
     each value read as its `TrainConfig` field's type."""
+    types = option_types()
+    changes = []
+    for spec in specs:
+        key, values = split_option(spec, types, "--vary")
+        for text in values.split(","):
+            changes.append({key: parse_value(key, text, types[key])})
+    return changes
+
+
+def parse_together(specs):
+    """`["learning_rate=0.2,label_smoothing=0.1"]` -> the one change
+    `[{"learning_rate": 0.2, "label_smoothing": 0.1}]`: each spec is one
+    run with all its options changed at once."""
+    types = option_types()
+    changes = []
+    for spec in specs:
+        change = {}
+        for item in spec.split(","):
+            key, text = split_option(item, types, "--vary_together")
+            if key in change:
+                raise ValueError(f"--vary_together={spec} sets {key} twice.")
+            change[key] = parse_value(key, text, types[key])
+        changes.append(change)
+    return changes
+
+
+def option_types():
+    """{`TrainConfig` field: its type} for the fields a change may set."""
     import dataclasses
 
     from mdnet_keras.training.config import TrainConfig
 
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    changes = []
-    for spec in specs:
-        key, _, values = spec.partition("=")
-        if key not in types or key in NOT_VARIED:
-            raise ValueError(
-                f"--vary={spec}: {key!r} is not a training option this "
-                "benchmark can vary; choose from "
-                f"{sorted(set(types) - set(NOT_VARIED))}.")
-        if not values:
-            raise ValueError(f"--vary={spec} lists no values: use "
-                             f"--vary={key}=V1,V2.")
-        for text in values.split(","):
-            changes.append({key: parse_value(key, text, types[key])})
-    return changes
+    return {f.name: f.type for f in dataclasses.fields(TrainConfig)
+            if f.name not in NOT_VARIED}
+
+
+def split_option(spec, types, flag):
+    """`"key=text"` -> `(key, text)`, refusing an option no run may change
+    and a spec with no value."""
+    key, _, text = spec.partition("=")
+    if key not in types:
+        raise ValueError(
+            f"{flag}={spec}: {key!r} is not a training option this "
+            f"benchmark can vary; choose from {sorted(types)}.")
+    if not text:
+        raise ValueError(f"{flag}={spec} lists no values: use "
+                         f"{flag}={key}=V.")
+    return key, text
 
 
 def parse_value(key, text, kind):
@@ -341,6 +371,10 @@ def main(argv=None):
                         help="besides each recipe as it is, one run per "
                              "value of this training option, all else "
                              "unchanged (repeatable)")
+    parser.add_argument("--vary_together", action="append", default=[],
+                        metavar="OPTION=V,OPTION=V",
+                        help="one run with all these training options "
+                             "changed at once (repeatable: one run each)")
     parser.add_argument("--only_varied", action="store_true",
                         help="run the --vary changes only, not each recipe "
                              "as it is (measured by an earlier call: "
@@ -361,9 +395,10 @@ def main(argv=None):
     epochs = parse_epochs(args.epochs, models)
     bn_values = ([int(v) for v in args.bn_recalibration_batches.split(",")]
                  if args.bn_recalibration_batches else [None])
-    changes = parse_vary(args.vary)
+    changes = parse_vary(args.vary) + parse_together(args.vary_together)
     if args.only_varied and not changes:
-        raise ValueError("--only_varied needs at least one --vary: without "
+        raise ValueError("--only_varied needs at least one --vary or "
+                         "--vary_together: without "
                          "one there is nothing to run.")
     if not args.only_varied:
         changes = [{}] + changes

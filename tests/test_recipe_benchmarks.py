@@ -122,10 +122,15 @@ def test_recipe_benchmark_runs_only_the_varied_options(tmp_path):
     results = recipe_benchmark.main([
         "--models=resnet20", "--recipes=fast", "--epochs=1",
         "--train_images=256", "--test_images=64", "--batch_size=64",
-        "--vary=learning_rate=0.2", "--only_varied", f"--out={tmp_path}"])
-    assert [r["change"] for r in results["runs"]] == [{"learning_rate": 0.2}]
-    assert [p.name for p in (tmp_path / "tmp" / "cifar10").glob("resnet20-*")] == [
-        "resnet20-fast-e1-n256-s0-learning_rate0.2"]
+        "--vary=learning_rate=0.2", "--vary_together=learning_rate=0.2,crop_padding=2",
+        "--only_varied", f"--out={tmp_path}"])
+    assert [r["change"] for r in results["runs"]] == [
+        {"learning_rate": 0.2}, {"learning_rate": 0.2, "crop_padding": 2}]
+    together = results["runs"][1]["config"]
+    assert (together["learning_rate"], together["crop_padding"]) == (0.2, 2)
+    assert sorted(p.name for p in (tmp_path / "tmp" / "cifar10").glob("resnet20-*")) == [
+        "resnet20-fast-e1-n256-s0-learning_rate0.2",
+        "resnet20-fast-e1-n256-s0-learning_rate0.2-crop_padding2"]
 
 
 def test_only_varied_needs_a_change(tmp_path):
@@ -167,6 +172,27 @@ def test_vary_reads_values_by_option_type():
 def test_vary_refuses_bad_options(spec, message):
     with pytest.raises(ValueError, match=message):
         recipe_benchmark.parse_vary([spec])
+
+
+def test_vary_together_makes_one_change_of_several_options():
+    assert recipe_benchmark.parse_together(
+        ["learning_rate=0.2,label_smoothing=0.1,crop_padding=2",
+         "flip=false"]) == [
+        {"learning_rate": 0.2, "label_smoothing": 0.1, "crop_padding": 2},
+        {"flip": False}]
+    assert recipe_benchmark.describe_change(
+        {"learning_rate": 0.2, "crop_padding": 2}) == (
+        "learning_rate=0.2, crop_padding=2")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("learning_rate=0.2,seed=1", "'seed' is not a training option"),
+    ("learning_rate=0.2,crop_padding=", "crop_padding= lists no values"),
+    ("learning_rate=0.2,learning_rate=0.1", "sets learning_rate twice"),
+])
+def test_vary_together_refuses_bad_options(spec, message):
+    with pytest.raises(ValueError, match=message):
+        recipe_benchmark.parse_together([spec])
 
 
 def test_recipe_benchmark_needs_a_label_for_other_data(tmp_path):
