@@ -100,9 +100,12 @@ def test_bad_bn_recalibration_batches_is_refused_before_writing(tmp_path):
 
 
 def test_steps_per_execution_is_refused_where_keras_cannot_run_it(tmp_path):
-    done = cli("train", "--steps_per_execution=0", f"--out={tmp_path / 'a'}")
-    assert done.returncode != 0
-    assert "--steps_per_execution=0: 0 is not a positive integer" in done.stderr
+    for value in ("0", "many"):
+        done = cli("train", f"--steps_per_execution={value}",
+                   f"--out={tmp_path / 'a'}")
+        assert done.returncode == 2
+        assert ("`steps_per_execution` must be 'auto' or an integer >= 1. "
+                f"Received: '{value}'") in done.stderr
     env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="torch",
                TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(

@@ -31,11 +31,15 @@ def test_recipe_errors_name_the_value():
         train_config.resolve_config(schedule="step")
     with pytest.raises(ValueError, match="`time_budget_minutes` must be > 0"):
         train_config.resolve_config(time_budget_minutes=0)
-    with pytest.raises(ValueError, match="`steps_per_execution` must be an integer >= 1"):
-        train_config.resolve_config(steps_per_execution=0)
+    for bad in (0, "0", "1.5", "fast"):
+        with pytest.raises(ValueError, match="`steps_per_execution` must be "
+                                             "'auto' or an integer >= 1"):
+            train_config.resolve_config(steps_per_execution=bad)
     with pytest.raises(ValueError, match="not supported by Keras on the torch"):
         train_config.check_steps_per_execution(8, backend="torch")
-    train_config.check_steps_per_execution(8, backend="jax")
+    assert train_config.check_steps_per_execution("8", backend="jax") == 8
+    assert train_config.check_steps_per_execution("AUTO", backend="torch") == "auto"
+    assert train_config.resolve_config().steps_per_execution == "auto"
     cifar = train_config.resolve_config(dataset="cifar10", epochs=15)
     assert (cifar.recipe, cifar.optimizer, cifar.schedule) == (
         "fast", "sgd", "one_cycle")

@@ -119,6 +119,22 @@ def test_jit_compile_defaults():
     assert recipe.default_jit_compile("jax") is True
 
 
+def test_steps_per_execution_defaults():
+    # Several steps a call where a fast accelerator would wait on the host.
+    for backend in ("tensorflow", "jax"):
+        assert recipe.default_steps_per_execution(
+            195, backend, accelerator=True) == (
+            recipe.ACCELERATOR_STEPS_PER_EXECUTION)
+        assert recipe.default_steps_per_execution(
+            195, backend, accelerator=False) == 1
+        # Never more than an epoch's steps.
+        assert recipe.default_steps_per_execution(
+            5, backend, accelerator=True) == 5
+    assert recipe.default_steps_per_execution(
+        195, "torch", accelerator=True) == 1
+    assert recipe.default_steps_per_execution(195) == 1  # this CPU machine
+
+
 def test_classification_report_counts():
     y = np.array([0, 0, 1, 1, 2, 2])
     probs = np.array([

@@ -257,18 +257,21 @@ def test_steps_per_execution_trains_the_same_steps(small_npz, tmp_path):
             self.batches.append(batch)
 
     runs, calls = {}, {}
-    for steps in (1, 4):
+    # "auto" (the default) is one step a call on this CPU machine.
+    for steps, value in ((1, "auto"), (4, 4)):
         calls[steps] = BatchEnds()
         runs[steps] = run.train(dict(
             dataset="npz", data=small_npz, model_config=TINY, epochs=2,
-            batch_size=64, warmup_epochs=0, steps_per_execution=steps,
+            batch_size=64, warmup_epochs=0, steps_per_execution=value,
             verbose=0, out=str(tmp_path / f"spe{steps}")),
             callbacks=[calls[steps]])
     # Keras calls batch hooks once per compiled call.
     assert calls[1].batches == list(range(9)) * 2
     assert len(calls[4].batches) == 3 * 2
-    facts = json.loads((tmp_path / "spe4" / "config.json").read_text())["run"]
-    assert facts["steps_per_execution"] == 4
+    for steps, value in ((1, "auto"), (4, 4)):
+        written = json.loads((tmp_path / f"spe{steps}" / "config.json").read_text())
+        assert written["config"]["steps_per_execution"] == value
+        assert written["run"]["steps_per_execution"] == steps
     np.testing.assert_allclose(runs[4]["history"]["loss"],
                                runs[1]["history"]["loss"], rtol=1e-4)
     # Validation and the test-split report run several steps a call too.

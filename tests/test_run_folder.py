@@ -48,6 +48,10 @@ def test_refuses_foreign_or_other_config_folder(tmp_path):
     evaluation.write_json(unfinished / "config.json",
                           {"config": dataclasses.asdict(config)})
     assert run_folder.prepare_run_folder(config) is True  # same config: resume
+    # Steps per compiled call change when the same steps train, not which:
+    # a run started with one a call (a CPU) resumes with 32 (a GPU).
+    assert run_folder.prepare_run_folder(train_config.resolve_config(
+        out=str(unfinished), epochs=3, steps_per_execution=32)) is True
     with pytest.raises(run_folder.RunFolderError, match="another configuration.*epochs"):
         run_folder.prepare_run_folder(train_config.resolve_config(out=str(unfinished),
                                                   epochs=5))

@@ -152,12 +152,13 @@ _define(flags.DEFINE_enum, "mixed_precision_dtype", "bfloat16",
 _define(flags.DEFINE_enum, "jit_compile", "auto", ["auto", "true", "false"],
         "XLA compilation: auto = on for GPUs/TPUs and under JAX, off on CPU "
         "with TensorFlow (XLA's depthwise convolutions are slow on CPU).")
-_define(flags.DEFINE_integer, "steps_per_execution", 1,
-        "Float training steps per compiled call of fit: above 1, fit's "
-        "per-step host work (logs, batch hooks) runs once per call, which "
-        "a fast GPU or TPU otherwise waits for; the progress bar moves in "
-        "such steps. Not on the torch backend. QAT epochs keep 1 (their "
-        "ranges freeze at a given step).", lower_bound=1)
+_define(flags.DEFINE_string, "steps_per_execution", "auto",
+        "Float training steps per compiled call of fit (an integer >= 1, or "
+        "auto = 32 on a GPU or TPU under TensorFlow or JAX, 1 on CPU and "
+        "torch): above 1, fit's per-step host work (logs, batch hooks) runs "
+        "once per call, which a fast GPU or TPU otherwise waits for; the "
+        "progress bar moves in such steps. Not above 1 on the torch "
+        "backend. QAT epochs keep 1 (their ranges freeze at a given step).")
 _define(flags.DEFINE_enum, "strategy", "none",
         ["none", "mirrored", "multi_worker"],
         "Distribution: mirrored = all GPUs (or logical CPUs) of this "

@@ -115,7 +115,7 @@ class TrainConfig:
     mixed_precision: bool = False
     mixed_precision_dtype: str = "bfloat16"
     jit_compile: str = "auto"
-    steps_per_execution: int = 1
+    steps_per_execution: str = "auto"
     strategy: str = "none"
     input_pipeline: str = "auto"
     workers: int = 1
@@ -214,7 +214,8 @@ def resolve_config(config=None, custom_model=False, **overrides):
             f"{config.jit_compile!r}"
         )
     config.jit_compile = str(config.jit_compile).lower()
-    check_steps_per_execution(config.steps_per_execution)
+    config.steps_per_execution = check_steps_per_execution(
+        config.steps_per_execution)
     if isinstance(config.model_config, str):
         try:
             config.model_config = json.loads(config.model_config or "{}")
@@ -254,19 +255,30 @@ def check_steps_per_execution(steps, backend=None):
     """Raises a clear error for a `steps_per_execution` Keras cannot run.
 
     Args:
-        steps: int, the training steps of one compiled call of `fit`.
+        steps: `"auto"` or int, the training steps of one compiled call of
+            `fit` (an integer given as text is read as one).
         backend: the Keras backend name (default: the current one).
+
+    Returns:
+        `"auto"` or the int.
     """
     import keras
 
-    if int(steps) != steps or steps < 1:
-        raise ValueError("`steps_per_execution` must be an integer >= 1. "
-                         f"Received: {steps!r}")
+    if str(steps).lower() == "auto":
+        return "auto"
+    try:
+        number = int(str(steps))
+    except ValueError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError("`steps_per_execution` must be 'auto' or an integer "
+                         f">= 1. Received: {steps!r}")
     backend = backend or keras.backend.backend()
-    if steps > 1 and backend == "torch":
+    if number > 1 and backend == "torch":
         raise ValueError(
-            f"`steps_per_execution={steps}` is not supported by Keras on the "
+            f"`steps_per_execution={number}` is not supported by Keras on the "
             "torch backend; use 1 there (or TensorFlow / JAX).")
+    return number
 
 
 # Set by `train` itself; a --model_config may not repeat them.

@@ -26,7 +26,9 @@ Common to all:
   (linear scaling), where the global batch is the sum over all replicas;
 - metrics: top-1 and top-5 accuracy (`top1`, `top5`);
 - XLA (`jit_compile`) off on CPU, where XLA's depthwise convolutions are
-  slow, on for GPUs and TPUs under TensorFlow, and always under JAX.
+  slow, on for GPUs and TPUs under TensorFlow, and always under JAX;
+- steps per compiled call of `fit` (`steps_per_execution="auto"`): several
+  on GPUs and TPUs, one on CPU.
 
 Nothing here imports TensorFlow: the recipe also runs under the JAX backend.
 """
@@ -46,6 +48,10 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("one_cycle", "cosine")
 # `recipe="auto"` takes "long" from this many epochs on.
 LONG_BUDGET_EPOCHS = 100
+# Training steps per compiled call of `fit` that `steps_per_execution="auto"`
+# takes on a GPU or TPU: the host work between calls is then paid once for
+# this many steps (benchmarks/results/host_overhead/).
+ACCELERATOR_STEPS_PER_EXECUTION = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +404,34 @@ def default_jit_compile(backend=None, accelerator=None):
     if accelerator is None:
         accelerator = has_accelerator()
     return bool(accelerator)
+
+
+def default_steps_per_execution(steps_per_epoch, backend=None,
+                                accelerator=None):
+    """`ACCELERATOR_STEPS_PER_EXECUTION` steps a compiled call on a GPU or
+    TPU under TensorFlow or JAX (at most an epoch's steps), else 1.
+
+    A fast accelerator idles while `fit` does its host work between calls
+    (logs, batch hooks); on a CPU a step costs far more than that work, and
+    one step a call keeps the progress bar moving step by step.
+
+    Args:
+        steps_per_epoch: int, the training steps of one epoch.
+        backend: str, Keras backend. Defaults to `keras.backend.backend()`.
+        accelerator: bool, whether a GPU/TPU is present. Defaults to asking
+            the backend.
+
+    Returns:
+        int.
+    """
+    backend = backend or keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        return 1
+    if accelerator is None:
+        accelerator = has_accelerator()
+    if not accelerator:
+        return 1
+    return max(1, min(ACCELERATOR_STEPS_PER_EXECUTION, int(steps_per_epoch)))
 
 
 def has_accelerator():

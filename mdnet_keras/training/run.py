@@ -74,6 +74,12 @@ def resolve_jit_compile(value):
     return value == "true"
 
 
+def resolve_steps_per_execution(value, steps_per_epoch):
+    if value == "auto":
+        return recipe.default_steps_per_execution(steps_per_epoch)
+    return int(value)
+
+
 def set_backbone_trainable(model, trainable):
     """Sets `trainable` on every layer but the classifier (`HEAD_LAYERS`)."""
     for layer in model.layers:
@@ -196,6 +202,8 @@ def _train(config, out, resumed, started, custom_builder=None,
     train_input, val_input, input_callbacks = inputs.fit_inputs(
         config, train_data, val_data)
     steps_per_epoch = len(train_data)
+    steps_per_execution = resolve_steps_per_execution(
+        config.steps_per_execution, steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     peak_lr, ema_momentum = checked_schedule(config, total_steps, warmup_steps)
@@ -222,7 +230,7 @@ def _train(config, out, resumed, started, custom_builder=None,
         "recipe": config.recipe,
         "ema_momentum": ema_momentum,
         "jit_compile": jit_compile,
-        "steps_per_execution": config.steps_per_execution,
+        "steps_per_execution": steps_per_execution,
         "input_pipeline": "tf_data" if input_callbacks else "py_dataset",
         "class_weight": class_weight,
     }
@@ -279,7 +287,7 @@ def _train(config, out, resumed, started, custom_builder=None,
                 optimizer = compile_phase(
                     model, config, optimizer, peak_lr, total_steps,
                     warmup_steps, ema_momentum, dataset.num_classes,
-                    jit_compile)
+                    jit_compile, steps_per_execution)
             if len(phases) > 1:
                 print(f"Phase '{phase_name}': epochs {phase_start + 1}-"
                       f"{phase_end}, backbone "
@@ -379,7 +387,8 @@ def checked_schedule(config, total_steps, warmup_steps):
 
 
 def compile_phase(model, config, previous, peak_lr, total_steps, warmup_steps,
-                  ema_momentum, num_classes, jit_compile):
+                  ema_momentum, num_classes, jit_compile,
+                  steps_per_execution):
     """Compiles `model` for a training phase with a new optimizer (the
     trainable weights changed) that carries on the run's one schedule.
 
@@ -407,7 +416,7 @@ def compile_phase(model, config, previous, peak_lr, total_steps, warmup_steps,
                                                    model.trainable_variables)
     recipe.compile_model(model, optimizer, num_classes,
                          config.label_smoothing, jit_compile,
-                         config.steps_per_execution)
+                         steps_per_execution)
     return optimizer
 
 

@@ -25,9 +25,11 @@ MONITOR = "val_top1"
 # Held by the process training in the folder (multi-worker runs, whose
 # processes share the folder, take none).
 LOCK_FILE = "run.lock"
-# Keys that may differ between the run on disk and a resuming call.
+# Keys that may differ between the run on disk and a resuming call (steps
+# per compiled call change when, not what, the same steps train: a run
+# started on a CPU may resume on a GPU).
 RESUME_FREE_KEYS = ("overwrite", "verbose", "out", "workers",
-                    "time_budget_minutes")
+                    "time_budget_minutes", "steps_per_execution")
 # Options added after runs were written: a config.json without one ran as
 # this value (so such a run resumes when the option is given that value).
 ADDED_OPTIONS = {"bn_recalibration_batches": 0}
